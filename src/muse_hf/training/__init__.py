@@ -1,0 +1,1 @@
+"""muse_hf.training"""

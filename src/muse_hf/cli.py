@@ -1,0 +1,62 @@
+"""`muse-hf` command line: thin dispatch to the package's entry points.
+
+Sub-commands:
+    quickstart   build the embedded data, train the tiny tokenizer (3 stages), evaluate, write outputs/quickstart
+    build-data   write the synthetic scenes dataset (parquet shards + dataset card)
+    train        same as ``examples/train.py`` (use ``accelerate launch -m muse_hf.cli train ...`` for several processes)
+    evaluate     same as ``examples/evaluate.py``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _quickstart(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="muse-hf quickstart", description=_quickstart.__doc__)
+    parser.add_argument("--output_dir", default="outputs/quickstart")
+    args = parser.parse_args(argv)
+    from muse_hf.training.quickstart import run_quickstart
+
+    run_quickstart(args.output_dir)
+    return 0
+
+
+def _build_data(argv: Sequence[str]) -> int:
+    from muse_hf.data.shapes import main as build_main
+
+    return int(build_main(list(argv)) or 0)
+
+
+def _train(argv: Sequence[str]) -> int:
+    from muse_hf.training import main as train_main
+
+    return int(train_main(list(argv)) or 0)
+
+
+def _evaluate(argv: Sequence[str]) -> int:
+    from muse_hf.evaluation.evaluate import main as eval_main
+
+    return int(eval_main(list(argv)) or 0)
+
+
+_COMMANDS = {"quickstart": _quickstart, "build-data": _build_data, "train": _train, "evaluate": _evaluate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``muse-hf`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(__doc__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in _COMMANDS:
+        print(f"muse-hf: unknown command {command!r}; choose one of {sorted(_COMMANDS)}", file=sys.stderr)
+        return 2
+    return _COMMANDS[command](rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

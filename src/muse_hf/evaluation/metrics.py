@@ -1,0 +1,318 @@
+"""Tokenizer metrics: reconstruction (PSNR, SSIM, rFID), zero-shot and linear-probe accuracy.
+
+Every image argument is a float tensor ``(B, 3, H, W)`` in ``[0, 1]`` (use
+``MuseImageProcessor.postprocess(..., output_type="pt")`` or ``to_unit_range`` first).
+Segmentation metrics live in :mod:`muse_hf.evaluation.segmentation`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+__all__ = [
+    "PSNR_CAP_DB",
+    "RFIDAccumulator",
+    "bicubic_roundtrip",
+    "check_unit_images",
+    "linear_probe_accuracy",
+    "majority_class_accuracy",
+    "psnr",
+    "ssim",
+    "zero_shot_accuracy",
+    "zero_shot_predict",
+]
+
+#: PSNR of two identical images is +inf; we cap each image's PSNR at this value (dB) so that
+#: means stay finite. 100 dB corresponds to an MSE of 1e-10 on [0, 1] images, far below 8-bit
+#: quantisation (~58.9 dB for one grey level everywhere), so the cap never touches a real result.
+PSNR_CAP_DB: float = 100.0
+
+
+def check_unit_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """Validate a batch of images in ``[0, 1]``.
+
+    Args:
+        images: Tensor ``(B, 3, H, W)`` (any float dtype).
+        name: Name used in error messages.
+
+    Returns:
+        The batch as ``float32``.
+
+    Raises:
+        ValueError: On a wrong rank, an empty batch, non-finite values or values outside ``[0, 1]``.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[0] == 0 or images.shape[-1] == 0 or images.shape[-2] == 0:
+        raise ValueError(f"{name} must have shape (B, C, H, W) with B, H, W > 0, got {tuple(images.shape)}")
+    images = images.float()
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise ValueError(
+            f"{name} must lie in [0, 1] (got min {lo:.3f}, max {hi:.3f}); denormalise with "
+            "MuseImageProcessor.postprocess(..., output_type='pt') or to_unit_range() first"
+        )
+    return images.clamp(0.0, 1.0)
+
+
+def _check_pair(preds: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    preds = check_unit_images(preds, "preds")
+    target = check_unit_images(target, "target")
+    if preds.shape != target.shape:
+        raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have the same shape")
+    return preds, target
+
+
+def psnr(preds: torch.Tensor, target: torch.Tensor, cap_db: float = PSNR_CAP_DB) -> torch.Tensor:
+    """Per-image PSNR (torchmetrics) of images in ``[0, 1]``, capped at ``cap_db``.
+
+    Args:
+        preds: Reconstructions ``(B, 3, H, W)`` in ``[0, 1]``.
+        target: References ``(B, 3, H, W)`` in ``[0, 1]``.
+        cap_db: Upper bound applied to each image's PSNR (identical images give +inf otherwise).
+
+    Returns:
+        Tensor ``(B,)`` of PSNR values in dB; average it for the dataset figure.
+    """
+    preds, target = _check_pair(preds, target)
+    values = peak_signal_noise_ratio(preds, target, data_range=1.0, reduction="none", dim=(1, 2, 3))  # (B,)
+    return values.clamp(max=cap_db)
+
+
+def ssim(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (torchmetrics; Gaussian window 11, sigma 1.5) of images in ``[0, 1]``.
+
+    Args:
+        preds: Reconstructions ``(B, 3, H, W)`` in ``[0, 1]``.
+        target: References ``(B, 3, H, W)`` in ``[0, 1]``.
+
+    Returns:
+        Tensor ``(B,)`` of SSIM values (1 for identical images).
+    """
+    preds, target = _check_pair(preds, target)
+    return structural_similarity_index_measure(preds, target, data_range=1.0, reduction="none")  # (B,)
+
+
+def bicubic_roundtrip(images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Trivial reconstruction baseline: bicubic down-sampling to the latent grid and back.
+
+    Args:
+        images: ``(B, 3, H, W)`` in ``[0, 1]``.
+        grid: Latent grid ``(h, w)`` (the tokenizer's ``latent_grid``).
+
+    Returns:
+        ``(B, 3, H, W)`` in ``[0, 1]``.
+    """
+    images = check_unit_images(images)
+    height, width = images.shape[-2:]
+    small = F.interpolate(images, size=tuple(grid), mode="bicubic", align_corners=False, antialias=True)  # (B,3,h,w)
+    return F.interpolate(small, size=(height, width), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
+
+
+@dataclass
+class RFIDAccumulator:
+    """Accumulates real/reconstructed images for rFID (torchmetrics ``FrechetInceptionDistance``).
+
+    FID needs the Inception-v3 weights used by torch-fidelity (``pt_inception-2015-12-05-6726825d.pth``)
+    and the ``torch-fidelity`` package; neither is downloaded here. Without them the accumulator is
+    *unavailable* and :meth:`result` says why instead of returning a number.
+
+    Attributes:
+        weights_path: Local path of the Inception weights (``None`` = not provided).
+        feature: Inception feature layer (64, 192, 768 or 2048), or a custom ``nn.Module`` that maps
+            float images in [0, 1] ``(B, 3, H, W)`` to features ``(B, d)`` (then the result is labelled as
+            a custom-feature FID, not rFID-Inception, and ``weights_path`` is ignored).
+        min_samples: Fewest image pairs for which a value is reported (FID is biased on few samples).
+    """
+
+    weights_path: str | os.PathLike[str] | None = None
+    feature: int | nn.Module = 2048
+    min_samples: int = 2
+    _metric: Any = field(default=None, init=False, repr=False)
+    _reason: str | None = field(default=None, init=False)
+    _count: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self._reason = self._unavailable_reason()
+        if self._reason is not None:
+            return
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        kwargs: dict[str, Any] = {"normalize": True}
+        if isinstance(self.feature, int):
+            kwargs["feature_extractor_weights_path"] = os.fspath(self.weights_path)  # type: ignore[arg-type]
+        try:
+            self._metric = FrechetInceptionDistance(feature=self.feature, **kwargs)
+        except (OSError, RuntimeError, ModuleNotFoundError, ValueError) as err:
+            self._reason = f"FrechetInceptionDistance could not be built: {type(err).__name__}: {err}"
+
+    def _unavailable_reason(self) -> str | None:
+        if isinstance(self.feature, nn.Module):
+            return None
+        reasons = []
+        if importlib.util.find_spec("torch_fidelity") is None:
+            reasons.append("the torch-fidelity package is not installed (torchmetrics' FID needs it: pip install torch-fidelity)")
+        if self.weights_path is None:
+            reasons.append(
+                "no Inception-v3 weights given and none can be downloaded here (pass a local path to "
+                "pt_inception-2015-12-05-6726825d.pth via rfid_weights / --rfid_weights)"
+            )
+        elif not os.path.isfile(self.weights_path):
+            reasons.append(f"Inception weights file {os.fspath(self.weights_path)!r} does not exist")
+        return "; ".join(reasons) if reasons else None
+
+    @property
+    def available(self) -> bool:
+        """Whether a value can be computed."""
+        return self._reason is None
+
+    def update(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        """Add a batch of reference images and their reconstructions, both ``(B, 3, H, W)`` in ``[0, 1]``."""
+        fake, real = _check_pair(fake, real)
+        self._count += real.shape[0]
+        if self._metric is None:
+            return
+        # normalize=True: Inception gets [0, 1] floats converted to uint8 by torchmetrics; custom modules get the floats.
+        self._metric.update(real, real=True)
+        self._metric.update(fake, real=False)
+
+    def result(self) -> dict[str, Any]:
+        """Return ``{"value", "status", "reason", "num_samples", "feature"}``; value is ``None`` when unavailable."""
+        name = "inception-v3" if isinstance(self.feature, int) else f"custom:{type(self.feature).__name__}"
+        out: dict[str, Any] = {"value": None, "status": "unavailable", "reason": self._reason, "num_samples": self._count, "feature": name}
+        if self._reason is not None:
+            return out
+        if self._count < self.min_samples:
+            out["reason"] = f"only {self._count} image pairs; FID needs at least {self.min_samples}"
+            return out
+        out.update(value=float(self._metric.compute()), status="ok", reason=None)
+        return out
+
+
+def _l2_normalise(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    x = torch.as_tensor(x, dtype=torch.float32)
+    return F.normalize(x, dim=-1)
+
+
+def zero_shot_predict(image_features: torch.Tensor, class_text_features: torch.Tensor) -> torch.Tensor:
+    """Zero-shot class prediction: argmax of the cosine between image and class-prompt embeddings.
+
+    Args:
+        image_features: ``(N, d)`` image embeddings (e.g. ``get_image_features``; any norm).
+        class_text_features: ``(K, d)`` one embedding per class (e.g. the mean of its prompt embeddings).
+
+    Returns:
+        ``(N,)`` long tensor of predicted class indices.
+    """
+    image_features = torch.as_tensor(image_features)
+    class_text_features = torch.as_tensor(class_text_features)
+    if image_features.ndim != 2 or class_text_features.ndim != 2:
+        raise ValueError(
+            f"expected image_features (N, d) and class_text_features (K, d), got {tuple(image_features.shape)} and "
+            f"{tuple(class_text_features.shape)}"
+        )
+    if image_features.shape[1] != class_text_features.shape[1]:
+        raise ValueError(
+            f"image feature dim {image_features.shape[1]} != text feature dim {class_text_features.shape[1]}: the "
+            "model's semantic_dim must match the text embedder's dim (use the embedder the model was trained with)"
+        )
+    sims = _l2_normalise(image_features) @ _l2_normalise(class_text_features).T  # (N, K)
+    return sims.argmax(dim=-1)
+
+
+def zero_shot_accuracy(
+    image_features: torch.Tensor, class_text_features: torch.Tensor, labels: torch.Tensor | Sequence[int]
+) -> float:
+    """Fraction of images whose cosine-argmax class prompt is their label.
+
+    Args:
+        image_features: ``(N, d)`` image embeddings.
+        class_text_features: ``(K, d)`` class embeddings, row ``k`` for label ``k``.
+        labels: ``(N,)`` integer labels in ``[0, K)``.
+
+    Returns:
+        Accuracy in ``[0, 1]``.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if labels.numel() != len(image_features):
+        raise ValueError(f"got {labels.numel()} labels for {len(image_features)} images")
+    if labels.numel() == 0:
+        raise ValueError("zero_shot_accuracy needs at least one image")
+    if int(labels.min()) < 0 or int(labels.max()) >= len(class_text_features):
+        raise ValueError(f"labels must lie in [0, {len(class_text_features)}) (one text embedding per class)")
+    pred = zero_shot_predict(image_features, class_text_features)
+    return float((pred == labels).float().mean())
+
+
+def majority_class_accuracy(labels: torch.Tensor | Sequence[int]) -> float:
+    """Accuracy of always predicting the most frequent label (the trivial floor for classification)."""
+    labels = np.asarray(torch.as_tensor(labels, dtype=torch.long))
+    if labels.size == 0:
+        raise ValueError("majority_class_accuracy needs at least one label")
+    return float(np.bincount(labels).max() / labels.size)
+
+
+def linear_probe_accuracy(
+    features: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | Sequence[int],
+    test_fraction: float = 0.5,
+    seed: int = 0,
+    c: float = 1.0,
+    max_iter: int = 2000,
+) -> dict[str, float | int]:
+    """Linear probe on frozen features: standardise, then scikit-learn logistic regression.
+
+    The split is a seeded, stratified (when every class has two or more samples) train/test split;
+    the standardiser is fitted on the training part only.
+
+    Args:
+        features: ``(N, d)`` frozen features.
+        labels: ``(N,)`` integer labels.
+        test_fraction: Fraction of samples held out for testing.
+        seed: Seed of the split and of the solver.
+        c: Inverse L2 regularisation strength of ``LogisticRegression``.
+        max_iter: Solver iterations.
+
+    Returns:
+        ``{"accuracy", "train_accuracy", "num_train", "num_test"}``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(torch.as_tensor(features, dtype=torch.float32).reshape(len(features), -1))  # (N, d)
+    y = np.asarray(torch.as_tensor(labels, dtype=torch.long))
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"got {x.shape[0]} feature rows for {y.shape[0]} labels")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if x.shape[0] < 4:
+        raise ValueError(f"the linear probe needs at least 4 samples, got {x.shape[0]}")
+    if not np.isfinite(x).all():
+        raise ValueError("features contain NaN or inf values")
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
+    if len(np.unique(y_tr)) < 2:
+        raise ValueError("the linear probe's training split holds a single class; evaluate more samples")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))
+    probe.fit(x_tr, y_tr)
+    return {
+        "accuracy": float(probe.score(x_te, y_te)),
+        "train_accuracy": float(probe.score(x_tr, y_tr)),
+        "num_train": int(len(y_tr)),
+        "num_test": int(len(y_te)),
+    }

@@ -1,1 +1,47 @@
-"""muse_hf.evaluation"""
+"""muse_hf.evaluation: tokenizer metrics with floors, attention segmentation, reports.
+
+Entry point: :func:`evaluate_tokenizer` (CLI: ``examples/evaluate.py`` / ``muse-hf evaluate``).
+"""
+
+from muse_hf.evaluation.evaluate import evaluate_tokenizer, measure_throughput
+from muse_hf.evaluation.metrics import (
+    PSNR_CAP_DB,
+    RFIDAccumulator,
+    bicubic_roundtrip,
+    linear_probe_accuracy,
+    majority_class_accuracy,
+    psnr,
+    ssim,
+    zero_shot_accuracy,
+    zero_shot_predict,
+)
+from muse_hf.evaluation.report import METRIC_SPECS, metric_entry, render_report, unavailable_entry, write_report
+from muse_hf.evaluation.segmentation import (
+    SEGMENTATION_METHOD,
+    attention_segmentation,
+    colour_segmentation,
+    match_segments,
+)
+
+__all__ = [
+    "METRIC_SPECS",
+    "PSNR_CAP_DB",
+    "RFIDAccumulator",
+    "SEGMENTATION_METHOD",
+    "attention_segmentation",
+    "bicubic_roundtrip",
+    "colour_segmentation",
+    "evaluate_tokenizer",
+    "linear_probe_accuracy",
+    "majority_class_accuracy",
+    "match_segments",
+    "measure_throughput",
+    "metric_entry",
+    "psnr",
+    "render_report",
+    "ssim",
+    "unavailable_entry",
+    "write_report",
+    "zero_shot_accuracy",
+    "zero_shot_predict",
+]

@@ -1,0 +1,682 @@
+"""``evaluate_tokenizer``: every tokenizer metric of the paper's Table 1 at small scale, with floors.
+
+One pass over the evaluation split runs, per batch, the model, an untrained model of the same config and the
+trivial baselines, so every number lands beside its floors (DESIGN §4). Then the linear probe, zero-shot
+classification, the gradient-conflict probe, throughput and the scikit-image photo check run, and
+``metrics.json``, ``report.md`` and the figures are written. ``main`` is the CLI behind
+``examples/evaluate.py`` and ``muse-hf evaluate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from muse_hf.evaluation.metrics import (
+    RFIDAccumulator,
+    bicubic_roundtrip,
+    linear_probe_accuracy,
+    majority_class_accuracy,
+    psnr,
+    ssim,
+    zero_shot_accuracy,
+)
+from muse_hf.evaluation.report import (
+    metric_entry,
+    save_attention_maps,
+    save_metric_bars,
+    save_reconstruction_grid,
+    unavailable_entry,
+    write_report,
+)
+from muse_hf.evaluation.segmentation import SEGMENTATION_METHOD, attention_segmentation, colour_segmentation
+
+__all__ = ["evaluate_tokenizer", "main", "measure_throughput"]
+
+logger = logging.getLogger(__name__)
+
+_RAW_PIXEL_PROBE_SIZE = 32  # raw-pixel probe floor: images area-downsampled to at most 32x32
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def _collate(samples: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Stack stream samples into a batch; ``label``/``mask`` only when every sample has one."""
+    batch: dict[str, Any] = {
+        "pixel_values": torch.stack([torch.as_tensor(s["pixel_values"]) for s in samples]),  # (B, 3, H, W)
+        "caption": [str(s.get("caption", "")) for s in samples],
+    }
+    if all(s.get("label") is not None for s in samples):
+        batch["label"] = torch.as_tensor([int(s["label"]) for s in samples], dtype=torch.long)  # (B,)
+    if all(s.get("mask") is not None for s in samples):
+        batch["mask"] = torch.stack([torch.as_tensor(s["mask"]).long() for s in samples])  # (B, H, W)
+    return batch
+
+
+def _open_stream(data: Any, split: str, image_processor: Any) -> Iterable[Mapping[str, Any]]:
+    """A path / Hub id / ``datasets`` split -> the package's streaming loader; an iterable of samples as is."""
+    import datasets
+
+    if isinstance(data, (str, os.PathLike, datasets.Dataset, datasets.IterableDataset)):
+        from muse_hf.data import load_image_text_stream
+
+        return load_image_text_stream(data, split=split, image_processor=image_processor)
+    if isinstance(data, Iterable):
+        return data
+    raise ValueError(
+        f"data must be a dataset path or Hub id, a datasets split, or an iterable of samples; got {type(data).__name__}"
+    )
+
+
+def _batches(stream: Iterable[Mapping[str, Any]], batch_size: int, max_samples: int) -> Iterator[dict[str, Any]]:
+    buffer: list[Mapping[str, Any]] = []
+    seen = 0
+    for sample in stream:
+        if "pixel_values" not in sample:
+            raise ValueError(f"samples must carry 'pixel_values' (got keys {sorted(sample)})")
+        buffer.append(sample)
+        seen += 1
+        if len(buffer) == batch_size or seen == max_samples:
+            yield _collate(buffer)
+            buffer = []
+        if seen >= max_samples:
+            return
+    if buffer:
+        yield _collate(buffer)
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    param = next(model.parameters())
+    return param.device, param.dtype
+
+
+def _untrained_copy(model: nn.Module, seed: int) -> tuple[nn.Module | None, str | None]:
+    """A freshly initialised model of the same class and config (the "untrained" floor)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None, f"{type(model).__name__} has no config to rebuild an untrained copy from"
+    device, dtype = _device_dtype(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            fresh = type(model)(config)
+        except (TypeError, ValueError, RuntimeError, OSError) as err:
+            return None, f"could not build an untrained {type(model).__name__}: {err}"
+    return fresh.to(device=device, dtype=dtype).eval(), None
+
+
+def _latent_grid(model: nn.Module, pixel_values: torch.Tensor) -> tuple[int, int]:
+    grid = getattr(getattr(model, "config", None), "latent_grid", None)
+    if grid is not None:
+        return int(grid[0]), int(grid[1])
+    with torch.inference_mode():
+        latents = model.encode(pixel_values[:1]).latents  # (1, c, h, w)
+    return int(latents.shape[-2]), int(latents.shape[-1])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_throughput(model: nn.Module, pixel_values: torch.Tensor, repeats: int = 3) -> dict[str, float]:
+    """Encode and decode throughput (images/s) on one batch, inference path, after one warm-up run.
+
+    Args:
+        model: A ``MuseTokenizerModel`` (or anything with ``encode``/``decode``).
+        pixel_values: ``(B, 3, H, W)`` processor-space batch on the model's device.
+        repeats: Timed runs (the median is reported).
+
+    Returns:
+        ``{"encode": images/s, "decode": images/s}``.
+    """
+    device = pixel_values.device
+    enc_t, dec_t = [], []
+    with torch.inference_mode():
+        latents = model.encode(pixel_values).latents  # warm-up, (B, c, h, w)
+        model.decode(latents)
+        for _ in range(repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            latents = model.encode(pixel_values).latents
+            _sync(device)
+            t1 = time.perf_counter()
+            model.decode(latents)
+            _sync(device)
+            t2 = time.perf_counter()
+            enc_t.append(t1 - t0)
+            dec_t.append(t2 - t1)
+    n = pixel_values.shape[0]
+    return {"encode": n / float(np.median(enc_t)), "decode": n / float(np.median(dec_t))}
+
+
+@dataclass
+class _Accumulator:
+    """Per-image values of one variant (model / untrained / baseline)."""
+
+    psnr: list[float] = field(default_factory=list)
+    ssim: list[float] = field(default_factory=list)
+    miou: list[float] = field(default_factory=list)
+    pixel_accuracy: list[float] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    features: list[torch.Tensor] = field(default_factory=list)
+    rfid: RFIDAccumulator | None = None
+
+    @staticmethod
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
+
+def _teacher_attention(teacher: nn.Module, batch: Mapping[str, Any], images01: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
+    from muse_hf.objectives import MaskAffinityTeacher
+
+    if isinstance(teacher, MaskAffinityTeacher):
+        return teacher(batch["mask"], grid) if "mask" in batch else None
+    param = next(teacher.parameters(), None)
+    images01 = images01.to(param.device) if param is not None else images01
+    with torch.no_grad():
+        return teacher(images01, grid_size=grid)
+
+
+def _run_variant(
+    model: nn.Module,
+    batch: Mapping[str, Any],
+    image_processor: Any,
+    acc: _Accumulator,
+    grid: tuple[int, int],
+    teacher_attn: torch.Tensor | None,
+    method: str,
+    seed: int,
+) -> dict[str, torch.Tensor | None]:
+    """Encode/decode one batch with one model and add its per-image numbers to ``acc``."""
+    from muse_hf.objectives import topology_alignment_loss
+
+    device, dtype = _device_dtype(model)
+    pv = batch["pixel_values"].to(device=device, dtype=dtype)  # (B, 3, H, W)
+    with torch.inference_mode():
+        enc = model.encode(pv, output_attentions=True)
+        recon = model.decode(enc.latents).sample  # (B, 3, H, W) processor space
+        feats = model.get_image_features(pv)  # (B, semantic_dim)
+    images01 = image_processor.to_unit_range(pv.float().cpu())
+    recon01 = image_processor.postprocess(recon, output_type="pt")
+    if recon01.shape[-2:] != images01.shape[-2:]:
+        raise ValueError(f"decoded size {tuple(recon01.shape[-2:])} != input size {tuple(images01.shape[-2:])}")
+    acc.psnr += psnr(recon01, images01).tolist()
+    acc.ssim += ssim(recon01, images01).tolist()
+    if acc.rfid is not None:
+        acc.rfid.update(images01, recon01)
+    acc.features.append(feats.float().cpu())
+    attn = enc.attentions[-1].float().cpu() if enc.attentions else None  # (B, heads, N, N)
+    if attn is not None and "mask" in batch:
+        seg = attention_segmentation(attn, batch["mask"], grid, method=method, seed=seed)
+        acc.miou += seg["miou"]
+        acc.pixel_accuracy += seg["pixel_accuracy"]
+    if attn is not None and teacher_attn is not None:
+        for i in range(attn.shape[0]):  # per image, so the mean is over images like the other metrics
+            acc.kl.append(float(topology_alignment_loss(attn[i : i + 1], teacher_attn[i : i + 1])))
+    return {"recon01": recon01, "attention": attn}
+
+
+# ------------------------------------------------------------------------------------ zero-shot / probe
+
+
+def _class_text_features(text_embedder: Any, prompts: Any) -> torch.Tensor:
+    """``(K, d)`` class embeddings: the renormalised mean of each class's prompt embeddings."""
+    if isinstance(prompts, Mapping):
+        prompts = [prompts[k] for k in sorted(prompts)]
+    rows = []
+    for p in prompts:
+        texts = [p] if isinstance(p, str) else list(p)
+        emb = F.normalize(torch.as_tensor(text_embedder.embed(texts)).float(), dim=-1)  # (T, d)
+        rows.append(F.normalize(emb.mean(dim=0), dim=-1))
+    return torch.stack(rows)  # (K, d)
+
+
+def _zero_shot(
+    features: dict[str, torch.Tensor], labels: torch.Tensor | None, text_embedder: Any
+) -> dict[str, Any]:
+    if labels is None:
+        return unavailable_entry("the evaluation data has no 'label' column")
+    if text_embedder is None:
+        return unavailable_entry("no text embedder (pass text_embedder=, e.g. muse_hf.objectives.load_text_embedder())")
+    from muse_hf.data import zero_shot_prompts
+
+    class_feats = _class_text_features(text_embedder, zero_shot_prompts())
+    baseline = majority_class_accuracy(labels)
+    values: dict[str, float | None] = {}
+    for name, feats in features.items():
+        if feats.shape[1] != class_feats.shape[1]:
+            return unavailable_entry(
+                f"image features are {feats.shape[1]}-d but the text embedder is {class_feats.shape[1]}-d; pass the "
+                "text embedder the model was trained with",
+                baseline=baseline,
+            )
+        values[name] = zero_shot_accuracy(feats, class_feats, labels)
+    return metric_entry(values.get("model"), values.get("untrained"), baseline, num_classes=len(class_feats))
+
+
+def _probe(features: torch.Tensor, labels: torch.Tensor, seed: int) -> float | None:
+    try:
+        return float(linear_probe_accuracy(features, labels, seed=seed)["accuracy"])
+    except ValueError as err:
+        logger.warning("linear probe skipped: %s", err)
+        return None
+
+
+# ------------------------------------------------------------------------------------- gradient probe
+
+
+def _gradient_probe(
+    model: nn.Module, batch: Mapping[str, Any], text_embedder: Any, teacher: nn.Module | None, image_processor: Any
+) -> tuple[dict[str, Any] | None, float | None, str | None]:
+    """Gradient-conflict probe on one batch: full result, headline cosine, reason when unavailable."""
+    try:
+        from muse_hf.objectives import (
+            LogitScale,
+            default_param_groups,
+            gradient_conflict,
+            semantic_nce_loss,
+            shared_block_parameters,
+            topology_alignment_loss,
+        )
+    except ImportError as err:
+        return None, None, f"muse_hf.objectives.gradient_conflict is not available: {err}"
+    from muse_hf.objectives import ReconstructionLoss
+
+    device, dtype = _device_dtype(model)
+    pv = batch["pixel_values"].to(device=device, dtype=dtype)
+    was_training = model.training
+    model.eval()  # deterministic (no dropout); gradients still flow
+    try:
+        with torch.enable_grad():
+            out = model(pv, output_attentions=True, output_semantic=True)
+            losses: dict[str, torch.Tensor] = {"reconstruction": ReconstructionLoss().to(device)(out.sample, pv)["loss"]}
+            if text_embedder is not None and out.semantic_embeds is not None:
+                text = torch.as_tensor(text_embedder.embed(batch["caption"])).to(device=device, dtype=out.semantic_embeds.dtype)
+                if text.shape[-1] == out.semantic_embeds.shape[-1]:
+                    losses["semantic"] = semantic_nce_loss(
+                        out.semantic_embeds, text, LogitScale().to(device)(), captions=batch["caption"], gather=False
+                    )
+            if teacher is not None and out.attentions:
+                images01 = image_processor.to_unit_range(pv.float().cpu())
+                t_attn = _teacher_attention(teacher, batch, images01, _grid_of(out))
+                if t_attn is not None:
+                    losses["topology"] = topology_alignment_loss(out.attentions, t_attn.to(device))
+            if "semantic" not in losses:
+                return None, None, "no semantic loss (no text embedder, or its dim differs from semantic_dim)"
+            groups = dict(default_param_groups(model))
+            shared = shared_block_parameters(model)
+            if shared:
+                groups["shared_blocks"] = shared
+            result = gradient_conflict(model, losses, groups)
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    group = "shared_blocks" if "shared_blocks" in result.cosine else next(iter(result.cosine))
+    headline = result.cosine[group].get(("semantic", "reconstruction"), result.cosine[group].get(("reconstruction", "semantic")))
+    return {"headline_group": group, **result.to_dict()}, headline, None
+
+
+def _grid_of(out: Any) -> tuple[int, int]:
+    latents = out.latents  # (B, c, h, w)
+    return int(latents.shape[-2]), int(latents.shape[-1])
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+
+def _query_points(batch: Mapping[str, Any], grid: tuple[int, int], count: int, per_image: int = 3) -> list[list[int]]:
+    """Query tokens for the attention figure: the centre token of up to ``per_image`` regions (objects first)."""
+    h, w = grid
+    if "mask" not in batch:
+        centre = [(h // 2) * w + w // 2, (h // 4) * w + w // 4, (3 * h // 4) * w + 3 * w // 4]
+        return [centre[:per_image] for _ in range(count)]
+    from muse_hf.objectives import MaskAffinityTeacher
+
+    labels = MaskAffinityTeacher.grid_labels(batch["mask"][:count], grid)  # (B, N)
+    points = []
+    for row in labels:
+        ids = [int(i) for i in torch.unique(row) if int(i) != 0] + [0]
+        chosen = []
+        for region in ids[:per_image]:
+            idx = torch.nonzero(row == region).flatten()
+            if idx.numel() == 0:
+                continue
+            ys, xs = (idx // w).float(), (idx % w).float()
+            centre = torch.stack([ys.mean(), xs.mean()])
+            chosen.append(int(idx[((torch.stack([ys, xs], 1) - centre) ** 2).sum(1).argmin()]))
+        points.append(chosen)
+    return points
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def evaluate_tokenizer(
+    model: nn.Module,
+    image_processor: Any,
+    data: Any,
+    split: str = "validation",
+    text_embedder: Any | None = None,
+    teacher: nn.Module | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    max_samples: int = 256,
+    batch_size: int = 32,
+    rfid_weights: str | os.PathLike[str] | None = None,
+    include_photos: bool = True,
+    compare_untrained: bool = True,
+    segmentation_method: str = "kmeans",
+    probe_gradients: bool = True,
+    num_figure_images: int = 4,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluate a MUSE tokenizer on the paper's Table 1 metrics, each beside its floors.
+
+    Args:
+        model: A ``MuseTokenizerModel`` (evaluated as is, on its device and dtype).
+        image_processor: Its ``MuseImageProcessor``.
+        data: Dataset directory / Hub id (streamed with ``muse_hf.data.load_image_text_stream``), a ``datasets``
+            split, or an iterable of processed samples ``{"pixel_values", "caption", "label"?, "mask"?}``.
+        split: Split to evaluate.
+        text_embedder: Text embedder for zero-shot and the semantic loss of the gradient probe (``None``:
+            zero-shot and the gradient probe are reported unavailable).
+        teacher: Structural teacher for the topology KL, the attention figure and the gradient probe
+            (default: ``MaskAffinityTeacher`` on the instance masks).
+        out_dir: Where to write ``metrics.json``, ``report.md`` and PNGs (``None``: nothing written).
+        max_samples: Images evaluated.
+        batch_size: Images per forward pass.
+        rfid_weights: Local Inception-v3 weights for rFID (otherwise rFID is "unavailable" with the reason).
+        include_photos: Also reconstruct ``muse_hf.data.photo_check_set``.
+        compare_untrained: Evaluate a freshly initialised model of the same config beside the model.
+        segmentation_method: ``"kmeans"`` or ``"spectral"`` clustering of attention rows.
+        probe_gradients: Run the gradient-conflict probe on the first batch.
+        num_figure_images: Images shown in the figures.
+        seed: Seed of the untrained model, the clustering and the probe split.
+
+    Returns:
+        The result dict written to ``metrics.json``: run info, ``metrics`` (one entry per metric with
+        ``value``/``status``/``reason``/``untrained``/``baseline``), ``gradient_conflict``, ``figures``, ``notes``.
+    """
+    if max_samples < 1 or batch_size < 1:
+        raise ValueError(f"max_samples and batch_size must be >= 1, got {max_samples} and {batch_size}")
+    if teacher is None:
+        from muse_hf.objectives import MaskAffinityTeacher
+
+        teacher = MaskAffinityTeacher()
+    model.eval()
+    notes: list[str] = []
+    variants: dict[str, nn.Module] = {"model": model}
+    untrained_reason = None
+    if compare_untrained:
+        fresh, untrained_reason = _untrained_copy(model, seed)
+        if fresh is not None:
+            variants["untrained"] = fresh
+        else:
+            notes.append(f"untrained floor unavailable: {untrained_reason}")
+    accs = {name: _Accumulator(rfid=RFIDAccumulator(rfid_weights)) for name in variants}
+    base = _Accumulator(rfid=RFIDAccumulator(rfid_weights))
+    uniform_kl: list[float] = []
+    raw_pixels: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    first_batch: dict[str, Any] | None = None
+    figure: dict[str, Any] = {}
+    grid: tuple[int, int] | None = None
+    num = 0
+    from muse_hf.objectives import topology_alignment_loss
+
+    stream = _open_stream(data, split, image_processor)
+    for batch in _batches(stream, batch_size, max_samples):
+        pv = batch["pixel_values"].float()
+        if grid is None:
+            device, dtype = _device_dtype(model)
+            grid = _latent_grid(model, pv.to(device=device, dtype=dtype))
+            first_batch = batch
+        images01 = image_processor.to_unit_range(pv)  # (B, 3, H, W)
+        t_attn = _teacher_attention(teacher, batch, images01, grid)
+        t_attn = t_attn.float().cpu() if t_attn is not None else None
+        outs = {
+            name: _run_variant(m, batch, image_processor, accs[name], grid, t_attn, segmentation_method, seed)
+            for name, m in variants.items()
+        }
+        # trivial baselines
+        bicubic = bicubic_roundtrip(images01, grid)
+        base.psnr += psnr(bicubic, images01).tolist()
+        base.ssim += ssim(bicubic, images01).tolist()
+        base.rfid.update(images01, bicubic)  # type: ignore[union-attr]
+        if "mask" in batch:
+            seg = colour_segmentation(images01, batch["mask"], grid, seed=seed)
+            base.miou += seg["miou"]
+            base.pixel_accuracy += seg["pixel_accuracy"]
+        if t_attn is not None:
+            n_tok = grid[0] * grid[1]
+            uniform = torch.full((1, 1, n_tok, n_tok), 1.0 / n_tok)
+            uniform_kl += [float(topology_alignment_loss(uniform, t_attn[i : i + 1])) for i in range(pv.shape[0])]
+        side = min(_RAW_PIXEL_PROBE_SIZE, images01.shape[-1]), min(_RAW_PIXEL_PROBE_SIZE, images01.shape[-2])
+        raw_pixels.append(F.adaptive_avg_pool2d(images01, (side[1], side[0])).flatten(1))  # (B, 3*h'*w')
+        if "label" in batch:
+            labels.append(batch["label"])
+        if not figure:
+            k = min(num_figure_images, pv.shape[0])
+            figure = {
+                "images": images01[:k],
+                "recon": {name: o["recon01"][:k] for name, o in outs.items()},
+                "bicubic": bicubic[:k],
+                "student": outs["model"]["attention"],
+                "teacher": t_attn,
+                "batch": {key: (v[:k] if isinstance(v, torch.Tensor) else v[:k]) for key, v in batch.items()},
+            }
+        num += pv.shape[0]
+    if first_batch is None or grid is None:
+        raise ValueError(f"no samples were read from {data!r} (split {split!r}); check the path, split and columns")
+    skipped = getattr(stream, "num_skipped", None)
+    if skipped is None and hasattr(stream, "skip_counts"):
+        skipped = stream.skip_counts
+    if skipped:
+        notes.append(f"samples skipped while streaming (undecodable/invalid): {skipped}")
+
+    label_tensor = torch.cat(labels) if labels and sum(len(x) for x in labels) == num else None
+    metrics: dict[str, Any] = {}
+    mean = _Accumulator.mean
+
+    def floors(key: str) -> dict[str, float | None]:
+        return {"untrained": mean(getattr(accs["untrained"], key)) if "untrained" in accs else None}
+
+    for key in ("psnr", "ssim"):
+        metrics[key] = metric_entry(mean(getattr(accs["model"], key)), baseline=mean(getattr(base, key)), num_samples=num, **floors(key))
+    rfid = accs["model"].rfid.result()  # type: ignore[union-attr]
+    metrics["rfid"] = metric_entry(
+        rfid["value"],
+        untrained=accs["untrained"].rfid.result()["value"] if "untrained" in accs else None,  # type: ignore[union-attr]
+        baseline=base.rfid.result()["value"],  # type: ignore[union-attr]
+        reason=rfid["reason"],
+        num_samples=num,
+    )
+    if "mask" in first_batch and accs["model"].miou:
+        for key, name in (("miou", "attention_miou"), ("pixel_accuracy", "attention_pixel_accuracy")):
+            metrics[name] = metric_entry(mean(getattr(accs["model"], key)), baseline=mean(getattr(base, key)), **floors(key))
+    else:
+        reason = "the evaluation data has no instance masks" if "mask" not in first_batch else "the model returned no topology attention (empty topology_layers)"
+        metrics["attention_miou"] = unavailable_entry(reason)
+        metrics["attention_pixel_accuracy"] = unavailable_entry(reason)
+    if accs["model"].kl:
+        metrics["topology_kl"] = metric_entry(mean(accs["model"].kl), baseline=mean(uniform_kl), teacher=type(teacher).__name__, **floors("kl"))
+    else:
+        metrics["topology_kl"] = unavailable_entry("no teacher attention (no masks for MaskAffinityTeacher) or no student attention")
+
+    features = {name: torch.cat(a.features) for name, a in accs.items()}
+    metrics["zero_shot_accuracy"] = _zero_shot(features, label_tensor, text_embedder)
+    if label_tensor is not None:
+        probe = {name: _probe(f, label_tensor, seed) for name, f in features.items()}
+        raw = _probe(torch.cat(raw_pixels), label_tensor, seed)
+        reason = None if probe["model"] is not None else "too few samples or classes for a train/test split"
+        metrics["linear_probe_accuracy"] = metric_entry(probe["model"], probe.get("untrained"), raw, reason=reason)
+    else:
+        metrics["linear_probe_accuracy"] = unavailable_entry("the evaluation data has no 'label' column")
+
+    # gradient-conflict probe (first batch)
+    conflict: dict[str, Any] = {}
+    if probe_gradients:
+        for name, m in variants.items():
+            full, cos, why = _gradient_probe(m, first_batch, text_embedder, teacher, image_processor)
+            conflict[name] = full if full is not None else {"unavailable": why}
+            conflict[name + "_headline"] = cos
+        headline = conflict.get("model_headline")
+        why = None if headline is not None else conflict["model"].get("unavailable", "not computed")
+        group = conflict["model"].get("headline_group") if headline is not None else None
+        metrics["gradient_cosine"] = metric_entry(
+            headline, conflict.get("untrained_headline"), reason=why, note=f"cos(semantic, reconstruction) on group {group!r}" if group else ""
+        )
+        conflict = {k: v for k, v in conflict.items() if not k.endswith("_headline")}
+    else:
+        metrics["gradient_cosine"] = unavailable_entry("gradient probe disabled (probe_gradients=False)")
+
+    # throughput
+    device, dtype = _device_dtype(model)
+    tp_batch = first_batch["pixel_values"].to(device=device, dtype=dtype)
+    tps = {name: measure_throughput(m, tp_batch) for name, m in variants.items()}
+    for key in ("encode", "decode"):
+        metrics[f"{key}_throughput"] = metric_entry(
+            tps["model"][key], tps["untrained"][key] if "untrained" in tps else None, batch_size=int(tp_batch.shape[0]), device=str(device)
+        )
+
+    # real photos
+    if include_photos:
+        metrics.update(_photo_metrics(variants, image_processor, grid))
+    else:
+        metrics["photo_psnr"] = unavailable_entry("photo check disabled (include_photos=False)")
+        metrics["photo_ssim"] = unavailable_entry("photo check disabled (include_photos=False)")
+
+    if untrained_reason:
+        for entry in metrics.values():
+            entry.setdefault("untrained_reason", untrained_reason)
+    image_size = list(first_batch["pixel_values"].shape[-2:])
+    result: dict[str, Any] = {
+        "model": getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__,
+        "data": str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__,
+        "split": split,
+        "num_samples": num,
+        "image_size": image_size,
+        "latent_grid": list(grid),
+        "device": str(device),
+        "seed": seed,
+        "segmentation_method": SEGMENTATION_METHOD.format(method=f"{segmentation_method} on attention rows", seed=seed),
+        "metrics": metrics,
+        "gradient_conflict": conflict,
+        "figures": {},
+        "notes": notes,
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        extra = {f"{name} recon": r for name, r in figure["recon"].items() if name != "model"}
+        extra["bicubic floor"] = figure["bicubic"]
+        result["figures"]["reconstruction"] = str(
+            save_reconstruction_grid(figure["images"], figure["recon"]["model"], out / "reconstruction_grid.png", extra)
+        )
+        if figure["student"] is not None and figure["teacher"] is not None:
+            k = figure["images"].shape[0]
+            points = _query_points(figure["batch"], grid, k)
+            result["figures"]["attention"] = str(
+                save_attention_maps(figure["images"], figure["student"][:k], figure["teacher"][:k], grid, points, out / "attention_maps.png")
+            )
+        else:
+            notes.append("attention figure skipped: no student or teacher attention")
+        result["figures"]["metrics"] = str(out / "metrics_bars.png")
+        save_metric_bars(result, out / "metrics_bars.png")
+        write_report(result, out)
+    return result
+
+
+def _photo_metrics(variants: Mapping[str, nn.Module], image_processor: Any, grid: tuple[int, int]) -> dict[str, Any]:
+    """PSNR/SSIM on the scikit-image photo check set, with the same floors."""
+    try:
+        from muse_hf.data import photo_check_set
+    except ImportError as err:
+        reason = f"muse_hf.data.photo_check_set is not available: {err}"
+        return {"photo_psnr": unavailable_entry(reason), "photo_ssim": unavailable_entry(reason)}
+    size = image_processor.size
+    photos = photo_check_set((int(size["height"]), int(size["width"])))
+    pv = image_processor(photos, return_tensors="pt")["pixel_values"].float()  # (P, 3, H, W)
+    images01 = image_processor.to_unit_range(pv)
+    values: dict[str, dict[str, float]] = {}
+    for name, m in variants.items():
+        device, dtype = _device_dtype(m)
+        with torch.inference_mode():
+            recon = m.decode(m.encode(pv.to(device=device, dtype=dtype)).latents).sample
+        recon01 = image_processor.postprocess(recon, output_type="pt")
+        values[name] = {"psnr": psnr(recon01, images01).mean().item(), "ssim": ssim(recon01, images01).mean().item()}
+    bicubic = bicubic_roundtrip(images01, grid)
+    base = {"psnr": psnr(bicubic, images01).mean().item(), "ssim": ssim(bicubic, images01).mean().item()}
+    return {
+        f"photo_{key}": metric_entry(
+            values["model"][key], values["untrained"][key] if "untrained" in values else None, base[key], num_samples=int(pv.shape[0])
+        )
+        for key in ("psnr", "ssim")
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: ``python examples/evaluate.py --model PATH_OR_ID --data PATH_OR_ID [--split] [--out DIR] ...``."""
+    parser = argparse.ArgumentParser(prog="muse-hf evaluate", description="Evaluate a MUSE tokenizer (Table 1 metrics with floors).")
+    parser.add_argument("--model", required=True, help="save_pretrained folder or Hub id of a MuseTokenizerModel")
+    parser.add_argument("--data", required=True, help="dataset folder (parquet shards) or Hub id")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--out", default="outputs/eval", help="output folder for metrics.json, report.md, PNGs")
+    parser.add_argument("--max_samples", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--rfid_weights", default=None, help="local Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth)")
+    parser.add_argument("--text_embedder", default=None, help="text embedder path/id (default: the packaged MiniLM)")
+    parser.add_argument("--teacher", default=None, help="structural teacher path/id (default: mask affinity)")
+    parser.add_argument("--segmentation_method", choices=("kmeans", "spectral"), default="kmeans")
+    parser.add_argument("--no_untrained", action="store_true", help="skip the untrained-model floor")
+    parser.add_argument("--no_photos", action="store_true", help="skip the scikit-image photo check")
+    parser.add_argument("--no_gradient_probe", action="store_true")
+    parser.add_argument("--device", default=None, help="e.g. cuda, cpu (default: cuda if available)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(None if argv is None else list(argv))
+
+    from muse_hf.models import MuseImageProcessor, MuseTokenizerModel
+    from muse_hf.objectives import StructuralTeacher, load_text_embedder
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = MuseTokenizerModel.from_pretrained(args.model).to(device)
+    image_processor = MuseImageProcessor.from_pretrained(args.model)
+    text_embedder = load_text_embedder(args.text_embedder)
+    teacher = StructuralTeacher.from_pretrained(args.teacher).to(device) if args.teacher else None
+    result = evaluate_tokenizer(
+        model,
+        image_processor,
+        args.data,
+        split=args.split,
+        text_embedder=text_embedder,
+        teacher=teacher,
+        out_dir=args.out,
+        max_samples=args.max_samples,
+        batch_size=args.batch_size,
+        rfid_weights=args.rfid_weights,
+        include_photos=not args.no_photos,
+        compare_untrained=not args.no_untrained,
+        segmentation_method=args.segmentation_method,
+        probe_gradients=not args.no_gradient_probe,
+        seed=args.seed,
+    )
+    print(Path(args.out) / "report.md")
+    for key, entry in result["metrics"].items():
+        value = entry["value"] if entry["status"] == "ok" else f"unavailable ({entry['reason']})"
+        print(f"{key:28s} {value}  | untrained {entry['untrained']}  | baseline {entry['baseline']}")
+    return 0

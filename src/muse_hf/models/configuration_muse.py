@@ -1,0 +1,442 @@
+"""Configuration of the MUSE tokenizer (:class:`MuseTokenizerConfig`)."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from typing import Any, ClassVar
+
+from huggingface_hub.dataclasses import strict
+from transformers import InternVLVisionConfig, PreTrainedConfig
+
+__all__ = ["MuseTokenizerConfig", "ROUTING_MODES", "PLACEMENTS", "PRESETS"]
+
+ROUTING_MODES: tuple[str, ...] = ("decoupled", "shared", "soft", "two_stream")
+PLACEMENTS: tuple[str, ...] = ("append", "replace_last")
+
+# DC-AE f32c32 (SANA) decoder, as in diffusers' `scripts/convert_dcae_to_diffusers.py` for
+# `mit-han-lab/dc-ae-f32c32-sana-1.0` (1.1 only re-trains the decoder weights; same architecture).
+# `from_pretrained_components(decoder=...)` always takes the checkpoint's own config instead.
+DC_AE_F32C32_SANA_DECODER: dict[str, Any] = {
+    "in_channels": 3,
+    "latent_channels": 32,
+    "attention_head_dim": 32,
+    "decoder_block_types": ["ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock", "EfficientViTBlock"],
+    "decoder_block_out_channels": [128, 256, 512, 512, 1024, 1024],
+    "decoder_layers_per_block": [3, 3, 3, 3, 3, 3],
+    "decoder_qkv_multiscales": [[], [], [], [5], [5], [5]],
+    "decoder_norm_types": "rms_norm",
+    "decoder_act_fns": "silu",
+    "upsample_block_type": "interpolate",
+    "decoder_in_shortcut": True,
+    "decoder_conv_act_fn": "relu",
+}
+
+# InternViT-300M-448px (the vision tower of both InternVL3-1B and InternVL3-2B), `-hf` layout values.
+INTERNVIT_300M: dict[str, Any] = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "attention_bias": True,
+    "use_qk_norm": False,
+    "norm_type": "layer_norm",
+    "layer_scale_init_value": 0.1,
+    "image_size": [448, 448],
+    "patch_size": [14, 14],
+    "use_mean_pooling": True,
+    "hidden_act": "gelu",
+}
+
+_TINY_VISION: dict[str, Any] = {
+    "hidden_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 512,
+    "attention_bias": True,
+    "use_qk_norm": False,
+    "norm_type": "layer_norm",
+    "layer_scale_init_value": 0.1,
+    "image_size": [64, 64],
+    "patch_size": [4, 4],
+    "use_mean_pooling": True,
+    "hidden_act": "gelu",
+}
+
+_TINY_DECODER: dict[str, Any] = {
+    "in_channels": 3,
+    "latent_channels": 32,
+    "attention_head_dim": 32,
+    "decoder_block_types": ["ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock"],
+    "decoder_block_out_channels": [16, 32, 64, 128],
+    "decoder_layers_per_block": [1, 1, 1, 1],
+    "decoder_qkv_multiscales": [[], [], [], [5]],
+    "decoder_norm_types": "rms_norm",
+    "decoder_act_fns": "silu",
+    "upsample_block_type": "interpolate",
+    "decoder_in_shortcut": True,
+    "decoder_conv_act_fn": "relu",
+}
+
+# Named presets. Each lists only what differs from the class defaults. `topology_layers` / `semantic_layers` are
+# given as "all" / "last" and resolved against the final `num_synergistic_blocks` (after overrides).
+PRESETS: dict[str, dict[str, Any]] = {
+    # The embedded default (DESIGN section 4 starting point): trains from scratch on a CPU.
+    "tiny": {
+        "vision_config": _TINY_VISION,
+        "decoder_config": _TINY_DECODER,
+        "image_size": 64,
+        "num_synergistic_blocks": 2,
+        "hidden_size": 128,
+        "num_attention_heads": 4,
+        "latent_channels": 32,
+        "semantic_dim": 384,  # all-MiniLM-L6-v2 (the packaged offline text embedder)
+        "topology_layers": "all",
+        "semantic_layers": "last",
+    },
+    # A mid-size CPU config for benchmarks (not a paper shape).
+    "small": {
+        "vision_config": {
+            **_TINY_VISION,
+            "hidden_size": 256,
+            "num_hidden_layers": 6,
+            "num_attention_heads": 4,
+            "intermediate_size": 1024,
+            "image_size": [128, 128],
+            "patch_size": [8, 8],
+        },
+        "decoder_config": {
+            **_TINY_DECODER,
+            "decoder_block_types": ["ResBlock", "ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock"],
+            "decoder_block_out_channels": [16, 32, 64, 128, 256],
+            "decoder_layers_per_block": [1, 1, 1, 1, 1],
+            "decoder_qkv_multiscales": [[], [], [], [], [5]],
+        },
+        "image_size": 128,
+        "num_synergistic_blocks": 4,
+        "hidden_size": 256,
+        "num_attention_heads": 4,
+        "latent_channels": 32,
+        "semantic_dim": 384,
+        "topology_layers": "all",
+        "semantic_layers": "last",
+    },
+    # Paper shapes (section 5.1): InternVL3-1B vision tower, 6 blocks, D=512, 8 heads, c=32, DC-AE f32c32.
+    # Topology on the last block only and a 768-d CLIP-L text projection follow the authors' released code.
+    "muse-1b": {
+        "vision_config": INTERNVIT_300M,
+        "decoder_config": DC_AE_F32C32_SANA_DECODER,
+        "image_size": 448,
+        "num_synergistic_blocks": 6,
+        "hidden_size": 512,
+        "num_attention_heads": 8,
+        "latent_channels": 32,
+        "semantic_dim": 768,
+        "freeze_vision_backbone": True,  # authors' code: frozen in stages 1-2 (unfrozen at 0.5x lr in stage 3)
+        "grad_scale": 0.5,  # authors' code, stage 1
+        "topology_layers": "last",
+        "semantic_layers": "last",
+    },
+    # InternVL3-2B's vision tower is the same InternViT-300M; the tokenizer is identical in shape.
+    "muse-3b": {
+        "vision_config": INTERNVIT_300M,
+        "decoder_config": DC_AE_F32C32_SANA_DECODER,
+        "image_size": 448,
+        "num_synergistic_blocks": 6,
+        "hidden_size": 512,
+        "num_attention_heads": 8,
+        "latent_channels": 32,
+        "semantic_dim": 768,
+        "freeze_vision_backbone": True,
+        "grad_scale": 0.5,
+        "topology_layers": "last",
+        "semantic_layers": "last",
+    },
+}
+
+
+def _to_lists(value: Any) -> Any:
+    """Recursively turn tuples into lists so that a config equals itself after a JSON round trip."""
+    if isinstance(value, (list, tuple)):
+        return [_to_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_lists(v) for k, v in value.items()}
+    return value
+
+
+def _pair(value: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"expected an int or a pair (height, width), got {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def _autoencoder_dc_params() -> set[str]:
+    from diffusers import AutoencoderDC
+
+    return set(inspect.signature(AutoencoderDC.__init__).parameters) - {"self"}
+
+
+@strict
+class MuseTokenizerConfig(PreTrainedConfig):
+    r"""Configuration of :class:`~muse_hf.models.MuseTokenizerModel`.
+
+    Data flow (DESIGN section 1): ``InternVLVisionModel`` (``vision_config``) -> drop CLS -> 2x2 pixel-unshuffle ->
+    adapter (RMSNorm, Linear 4C->D, GELU) -> ``num_synergistic_blocks`` Synergistic Blocks of width ``hidden_size``
+    -> RMSNorm -> Linear D->``latent_channels`` -> latent ``(B, c, H/(2p), W/(2p))`` -> the decoder half of a diffusers
+    ``AutoencoderDC`` (``decoder_config``).
+
+    Args:
+        vision_config: ``InternVLVisionConfig`` (or its dict) of the backbone. With ``placement="replace_last"`` it
+            describes the *source* tower: its last ``num_synergistic_blocks`` layers become Synergistic Blocks.
+        decoder_config: Keyword arguments of ``diffusers.AutoencoderDC`` whose ``decoder`` is used. Its
+            ``latent_channels`` must equal ``latent_channels`` (filled in when missing).
+        image_size: Default input resolution (int or ``[height, width]``); must be a multiple of ``2 * patch_size``.
+        num_synergistic_blocks: Number of Synergistic Blocks ``K``.
+        hidden_size: Block width ``D`` (``append``) / adapter output width (both placements).
+        num_attention_heads: Heads of the blocks (``append``; ``replace_last`` uses the backbone's heads).
+        intermediate_size: SwiGLU hidden width; ``None`` = ``8/3 * width`` rounded up to a multiple of 64.
+        latent_channels: Latent channels ``c``.
+        routing: ``"decoupled"`` (MUSE), ``"shared"`` (naive shared), ``"soft"`` (shared + gradient-cosine penalty,
+            see ``soft_penalty_weight``), ``"two_stream"`` (separate block stacks for topology/semantics and for
+            reconstruction).
+        placement: ``"append"`` (K new blocks after the backbone) or ``"replace_last"`` (appendix C.2).
+        topology_layers: Block indices whose attention maps are returned / supervised (negative indices allowed,
+            stored normalised). Default: all blocks.
+        semantic_layers: Block indices feeding the semantic stream. Default: the last block.
+        semantic_dim: Output width of the semantic projector (the text embedder's width).
+        scaling_factor: Latent scale for the DiT: ``z_dit = (z - shift_factor) * scaling_factor``.
+        shift_factor: Latent shift for the DiT.
+        freeze_vision_backbone: Set ``requires_grad=False`` on the backbone at construction.
+        grad_scale: Gradient multiplier on the backbone output (1.0 = off).
+        spectral_filter_alpha: Gain of high-frequency latent gradients (``None`` or 1.0 = off; paper: 0.1).
+        spectral_filter_cutoff: Normalised radius above which a frequency counts as high.
+        soft_penalty_weight: Weight of the gradient-cosine penalty used by ``routing="soft"`` (read by the objectives).
+        qkv_bias: Bias in the blocks' q/k/v projections.
+        qk_norm: Per-head RMSNorm on queries and keys.
+        rope_base: Base of the 2D rotary embedding.
+        rms_norm_eps: Epsilon of every RMSNorm.
+        initializer_range: Std of the normal init of the new linear layers.
+    """
+
+    model_type: ClassVar[str] = "muse_tokenizer"
+    sub_configs_defaults: ClassVar[dict] = {"vision_config": InternVLVisionConfig}
+
+    vision_config: dict | PreTrainedConfig | None = None
+    decoder_config: dict | None = None
+    image_size: int | list[int] | None = None
+    num_synergistic_blocks: int = 2
+    hidden_size: int = 128
+    num_attention_heads: int = 4
+    intermediate_size: int | None = None
+    latent_channels: int = 32
+    routing: str = "decoupled"
+    placement: str = "append"
+    topology_layers: list[int] | None = None
+    semantic_layers: list[int] | None = None
+    semantic_dim: int = 384
+    scaling_factor: float = 1.0
+    shift_factor: float = 0.0
+    freeze_vision_backbone: bool = False
+    grad_scale: float = 1.0
+    spectral_filter_alpha: float | None = None
+    spectral_filter_cutoff: float = 0.5
+    soft_penalty_weight: float = 0.1
+    qkv_bias: bool = True
+    qk_norm: bool = True
+    rope_base: float = 100.0
+    rms_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.vision_config is None:
+            self.vision_config = dict(_TINY_VISION)
+        if self.decoder_config is None:
+            self.decoder_config = dict(_TINY_DECODER)
+        super().__post_init__(**kwargs)  # builds the InternVLVisionConfig sub-config
+        self.decoder_config = _to_lists(dict(self.decoder_config))
+        self.decoder_config.setdefault("latent_channels", self.latent_channels)
+        if self.image_size is None:
+            self.image_size = _to_lists(self.vision_config.image_size)
+        elif isinstance(self.image_size, tuple):
+            self.image_size = list(self.image_size)
+        if isinstance(self.image_size, list) and self.image_size[0] == self.image_size[1]:
+            self.image_size = int(self.image_size[0])
+        k = self.num_synergistic_blocks
+        if self.topology_layers is None:
+            self.topology_layers = list(range(k))
+        if self.semantic_layers is None:
+            self.semantic_layers = [k - 1] if k > 0 else []
+        self.topology_layers = self._normalise_layers("topology_layers", self.topology_layers)
+        self.semantic_layers = self._normalise_layers("semantic_layers", self.semantic_layers)
+        self.validate_muse()
+
+    # ------------------------------------------------------------------ validation
+    def _normalise_layers(self, field: str, layers: Any) -> list[int]:
+        if isinstance(layers, int):
+            layers = [layers]
+        k = self.num_synergistic_blocks
+        out: list[int] = []
+        for i in layers:
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise ValueError(f"`{field}` must be a list of block indices (ints), got {layers!r}.")
+            if not -k <= i < k:
+                raise ValueError(
+                    f"`{field}` index {i} is out of range for num_synergistic_blocks={k}; "
+                    f"use indices in [0, {k - 1}] (or negative indices from the end)."
+                )
+            j = i % k
+            if j not in out:
+                out.append(j)
+        return sorted(out)
+
+    def validate_muse(self) -> None:
+        """Check every MUSE-specific field; raises ``ValueError`` naming the offending field."""
+        if self.routing not in ROUTING_MODES:
+            raise ValueError(f"`routing` must be one of {ROUTING_MODES}, got {self.routing!r}.")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"`placement` must be one of {PLACEMENTS}, got {self.placement!r}.")
+        if self.num_synergistic_blocks < 1:
+            raise ValueError(f"`num_synergistic_blocks` must be >= 1, got {self.num_synergistic_blocks}.")
+        for name in ("hidden_size", "num_attention_heads", "latent_channels", "semantic_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)}.")
+        vc = self.vision_config
+        if self.placement == "replace_last" and self.num_synergistic_blocks >= vc.num_hidden_layers:
+            raise ValueError(
+                f"`num_synergistic_blocks`={self.num_synergistic_blocks} must be smaller than the backbone depth "
+                f"vision_config.num_hidden_layers={vc.num_hidden_layers} with placement='replace_last'."
+            )
+        width, heads = self.block_width, self.block_heads
+        heads_field = "vision_config.num_attention_heads" if self.placement == "replace_last" else "num_attention_heads"
+        width_field = "vision_config.hidden_size" if self.placement == "replace_last" else "hidden_size"
+        if width % heads != 0:
+            raise ValueError(f"`{heads_field}`={heads} must divide `{width_field}`={width}.")
+        if (width // heads) % 4 != 0:
+            raise ValueError(
+                f"the head dim {width}/{heads}={width // heads} must be a multiple of 4 for the 2D rotary embedding; "
+                f"change `{heads_field}` or `{width_field}`."
+            )
+        ph, pw = _pair(vc.patch_size)
+        if ph != pw:
+            raise ValueError(f"`vision_config.patch_size` must be square, got {vc.patch_size}.")
+        r = self.spatial_compression_ratio
+        for side, size in zip(("height", "width"), self.image_hw):
+            if size <= 0 or size % r != 0:
+                raise ValueError(
+                    f"`image_size` {side}={size} cannot be tiled by the patch ({ph}) x 2x2 unshuffle grid: it must be "
+                    f"a positive multiple of {r}."
+                )
+        if self.grad_scale < 0 or not math.isfinite(self.grad_scale):
+            raise ValueError(f"`grad_scale` must be a finite number >= 0, got {self.grad_scale}.")
+        if self.spectral_filter_alpha is not None and self.spectral_filter_alpha < 0:
+            raise ValueError(f"`spectral_filter_alpha` must be >= 0 or None, got {self.spectral_filter_alpha}.")
+        if not 0.0 <= self.spectral_filter_cutoff <= math.sqrt(2):
+            raise ValueError(f"`spectral_filter_cutoff` must lie in [0, sqrt(2)], got {self.spectral_filter_cutoff}.")
+        if self.routing == "decoupled" and not self.topology_layers:
+            raise ValueError("`topology_layers` is empty: in routing='decoupled' no block's q_topo/k_topo would ever train.")
+        dec = self.decoder_config
+        unknown = set(dec) - _autoencoder_dc_params()
+        if unknown:
+            raise ValueError(
+                f"`decoder_config` has keys that diffusers.AutoencoderDC does not accept: {sorted(unknown)}."
+            )
+        if dec.get("latent_channels") != self.latent_channels:
+            raise ValueError(
+                f"`decoder_config['latent_channels']`={dec.get('latent_channels')} must equal "
+                f"`latent_channels`={self.latent_channels}."
+            )
+        outs = dec.get("decoder_block_out_channels")
+        if outs is not None and dec.get("decoder_in_shortcut", True) and outs[-1] % self.latent_channels != 0:
+            raise ValueError(
+                f"`decoder_config['decoder_block_out_channels'][-1]`={outs[-1]} must be a multiple of "
+                f"`latent_channels`={self.latent_channels} (DC-AE input shortcut)."
+            )
+
+    def validate_architecture(self) -> None:  # called by PreTrainedConfig.validate() at save time
+        super().validate_architecture()
+        self.validate_muse()
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """Default input ``(height, width)`` in pixels."""
+        return _pair(self.image_size)
+
+    @property
+    def patch_size(self) -> int:
+        """Backbone patch size in pixels."""
+        return _pair(self.vision_config.patch_size)[0]
+
+    @property
+    def spatial_compression_ratio(self) -> int:
+        """Pixels per latent cell along each axis: ``patch_size * 2``."""
+        return self.patch_size * 2
+
+    @property
+    def latent_grid(self) -> tuple[int, int]:
+        """Latent ``(h, w)`` at the default ``image_size``."""
+        h, w = self.image_hw
+        r = self.spatial_compression_ratio
+        return h // r, w // r
+
+    @property
+    def block_width(self) -> int:
+        """Width of the Synergistic Blocks (``hidden_size``, or the backbone width for ``replace_last``)."""
+        return self.vision_config.hidden_size if self.placement == "replace_last" else self.hidden_size
+
+    @property
+    def block_heads(self) -> int:
+        """Heads of the Synergistic Blocks."""
+        return self.vision_config.num_attention_heads if self.placement == "replace_last" else self.num_attention_heads
+
+    @property
+    def block_intermediate_size(self) -> int:
+        """SwiGLU hidden width of the blocks."""
+        if self.intermediate_size is not None:
+            return self.intermediate_size
+        return int(math.ceil(self.block_width * 8 / 3 / 64) * 64)
+
+    @property
+    def decoder_upsampling_factor(self) -> int:
+        """Spatial upsampling of the DC-AE decoder built from ``decoder_config``."""
+        outs = self.decoder_config.get("decoder_block_out_channels", [128, 256, 512, 512, 1024, 1024])
+        return 2 ** (len(outs) - 1)
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> MuseTokenizerConfig:
+        """Build a named preset (``tiny``, ``small``, ``muse-1b``, ``muse-3b``), with field overrides.
+
+        ``vision_config`` / ``decoder_config`` overrides given as dicts are merged into the preset's dicts.
+        Unless overridden, ``topology_layers`` / ``semantic_layers`` follow the preset's rule ("all" blocks for
+        ``tiny``/``small``, the last block for the paper presets) applied to the final ``num_synergistic_blocks``.
+
+        Args:
+            name: Preset name.
+            **overrides: Any config field.
+
+        Returns:
+            The config.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        values = copy.deepcopy(PRESETS[name])
+        for key in ("vision_config", "decoder_config"):
+            if key in overrides and isinstance(overrides[key], dict):
+                values[key] = {**values[key], **overrides.pop(key)}
+        values.update(overrides)
+        if "latent_channels" in overrides and "latent_channels" not in (overrides.get("decoder_config") or {}):
+            values["decoder_config"]["latent_channels"] = values["latent_channels"]
+        if "image_size" in overrides and "vision_config" in values and isinstance(values["vision_config"], dict):
+            values["vision_config"]["image_size"] = list(_pair(values["image_size"]))
+        k = values.get("num_synergistic_blocks", 2)
+        for key in ("topology_layers", "semantic_layers"):
+            rule = values.get(key)
+            if rule == "all":
+                values[key] = list(range(k))
+            elif rule == "last":
+                values[key] = [k - 1]
+        return cls(**values)

@@ -134,6 +134,9 @@ class MuseTrainingArguments:
     resolution: int = 64
     shuffle_buffer_size: int = 1000
     dataloader_num_workers: int = 0
+    data_resume: Literal["auto", "state", "skip"] = "auto"
+    """How a resumed run finds its place in the data stream (see muse_hf.training.stream): the dataset's
+    state_dict (fast) or replaying the epoch and skipping the batches already seen (always exact)."""
 
     # --- optimisation ---
     train_batch_size: int = 32
@@ -323,6 +326,8 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
     lecam_weight: float = 0.0
     discriminator_lr: float | None = None
     """Discriminator learning rate (None: learning_rate)."""
+    discriminator_channels: int = 64
+    discriminator_layers: int = 3
 
     # --- teacher / text ---
     teacher: str = "mask_affinity"

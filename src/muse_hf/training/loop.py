@@ -229,9 +229,12 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
         )
         for name, opt in optimizers.items()
     }
-    prepared = accelerator.prepare(
-        *modules.values(), *optimizers.values(), *schedulers.values()
-    )
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # No dataloader is prepared (the stream is per process), so DeepSpeed cannot infer the micro-batch.
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = args.train_batch_size
+    prepared = accelerator.prepare(*modules.values(), *optimizers.values(), *schedulers.values())
     n = len(names)
     p_modules = dict(zip(names, prepared[:n], strict=True))
     p_optimizers = dict(zip(names, prepared[n : 2 * n], strict=True))

@@ -63,6 +63,11 @@ class GradientConflictResult:
     objective_share: dict[str, dict[str, float]] = field(default_factory=dict)
     group_share: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    def cos(self, group: str, a: str, b: str) -> float:
+        """Cosine between objectives ``a`` and ``b`` on ``group``, in either order."""
+        pairs = self.cosine[group]
+        return pairs[(a, b)] if (a, b) in pairs else pairs[(b, a)]
+
     def to_dict(self) -> dict[str, dict[str, dict[str, float]]]:
         """JSON-friendly form (pair keys become ``"a|b"``)."""
         return {

@@ -285,15 +285,18 @@ def load_text_embedder(
     from transformers.utils import cached_file
 
     def has(filename: str) -> bool:
-        return (
-            cached_file(
+        if os.path.isdir(name_or_path):
+            return os.path.isfile(os.path.join(name_or_path, filename))
+        try:
+            found = cached_file(
                 name_or_path,
                 filename,
                 _raise_exceptions_for_missing_entries=False,
                 _raise_exceptions_for_connection_errors=False,
             )
-            is not None
-        )
+        except (OSError, ValueError):  # not a valid Hub id, no cache entry
+            return False
+        return found is not None
 
     if has("modules.json"):
         return SentenceTransformerEmbedder(name_or_path, device=device, **kwargs)

@@ -111,6 +111,13 @@ def test_preprocessor_config_stats_and_clip_defaults(saved_teachers, tmp_path):
     assert teacher(torch.rand(1, 3, 32, 32), grid_size=4).shape == (1, 1, 16, 16)
 
 
+def test_missing_teacher_fails_fast_with_instructions(tmp_path):
+    with pytest.raises(OSError, match="hf download"):
+        StructuralTeacher.from_pretrained("facebook/dinov3-vits16-pretrain-lvd1689m", local_files_only=True)
+    with pytest.raises(OSError, match="MaskAffinityTeacher"):
+        StructuralTeacher.from_pretrained(tmp_path / "missing")
+
+
 def test_teacher_stays_frozen_and_in_eval(saved_teachers):
     teacher = StructuralTeacher.from_pretrained(saved_teachers["dinov3"])
     teacher.train()

@@ -65,19 +65,22 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         import transformers
 
-        from muse_hf.objectives.teachers import _load_image_stats
+        from muse_hf.objectives.teachers import _load_image_stats, _missing_offline
 
         name = str(model_id_or_path)
+        repo = name if "/" in name and not os.path.isabs(name) and not name.startswith(".") else DEFAULT_PERCEPTUAL_MODEL
+        message = (
+            f"The perceptual loss network {name!r} could not be loaded: its weights are not on this machine. "
+            f"Download them where there is network access, e.g. `hf download {repo} --local-dir weights/perceptual`, "
+            "copy the folder here and pass its path as perceptual_model=..., or turn the term off with "
+            "perceptual_weight=0."
+        )
+        if _missing_offline(name, hub_kwargs):
+            raise OSError(message)
         try:
             model = transformers.AutoModel.from_pretrained(name, **hub_kwargs)
         except (OSError, ValueError) as err:
-            raise OSError(
-                f"The perceptual loss network {name!r} could not be loaded: {err}\n"
-                f"Its weights are not on this machine. Download them where there is network access, e.g. "
-                f"`hf download {name if '/' in name and not os.path.isabs(name) else DEFAULT_PERCEPTUAL_MODEL} "
-                "--local-dir weights/perceptual`, copy the folder here and pass its path as perceptual_model=..., "
-                "or turn the term off with perceptual_weight=0."
-            ) from err
+            raise OSError(f"{message}\n({err})") from err
         self.model = model.eval().requires_grad_(False)
         self.layers = tuple(layers) if layers is not None else None
         if image_mean is None or image_std is None:

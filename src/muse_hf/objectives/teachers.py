@@ -117,6 +117,26 @@ def interpolate_attention(
     return normalize_attention_rows(attention)
 
 
+def _missing_offline(model_id_or_path: str, hub_kwargs: dict) -> bool:
+    """True when ``model_id_or_path`` is neither a local folder nor in the Hub cache while working offline.
+
+    Lets loaders fail at once with a clear message instead of after transformers' network retries.
+    """
+    import huggingface_hub
+
+    if os.path.isdir(model_id_or_path):
+        return False
+    if not (hub_kwargs.get("local_files_only") or huggingface_hub.constants.HF_HUB_OFFLINE):
+        return False
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(
+            model_id_or_path, "config.json", cache_dir=hub_kwargs.get("cache_dir"), revision=hub_kwargs.get("revision")
+        )
+    except ValueError:  # not a valid repo id (e.g. a missing local path)
+        return True
+    return not isinstance(cached, str)
+
+
 def _load_image_stats(model_id_or_path: str, model_type: str, **hub_kwargs) -> tuple[list[float], list[float]]:
     """Image mean/std from the checkpoint's ``preprocessor_config.json``, else the model family's defaults."""
     from transformers.utils import cached_file
@@ -237,14 +257,17 @@ class StructuralTeacher(nn.Module):
         import transformers
 
         model_id_or_path = str(model_id_or_path)
+        hint = (
+            f"Could not load the structural teacher {model_id_or_path!r}. On a machine without network, download "
+            "it first (`hf download <id> --local-dir DIR`) and pass DIR, or use MaskAffinityTeacher for data with "
+            "instance masks."
+        )
+        if _missing_offline(model_id_or_path, hub_kwargs):
+            raise OSError(hint + " (offline and not in the local Hub cache)")
         try:
             config = transformers.AutoConfig.from_pretrained(model_id_or_path, **hub_kwargs)
-        except OSError as err:
-            raise OSError(
-                f"Could not load the structural teacher {model_id_or_path!r}: {err}\nOn a machine without "
-                "network, download it first (`hf download <id> --local-dir DIR`) and pass DIR, or use "
-                "MaskAffinityTeacher for data with instance masks."
-            ) from err
+        except (OSError, ValueError) as err:
+            raise OSError(f"{hint}\n{err}") from err
         class_name = _TEACHER_CLASSES.get(config.model_type)
         model_cls = getattr(transformers, class_name) if class_name else transformers.AutoModel
         load_kwargs = dict(hub_kwargs, attn_implementation="eager")

@@ -1,0 +1,145 @@
+"""Reconstruction objective: pixel losses, perceptual term, PatchGAN, hinge, LeCam, adversarial schedule (item 5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import ConvNextConfig, ConvNextModel
+
+from muse_hf.objectives import (
+    AdversarialLoss,
+    LeCamEMA,
+    PatchDiscriminator,
+    PerceptualLoss,
+    ReconstructionLoss,
+    adaptive_adversarial_weight,
+    hinge_d_loss,
+    hinge_g_loss,
+)
+
+
+def test_pixel_losses_weighted_sum():
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    out = ReconstructionLoss(l2_weight=2.0, l1_weight=0.5)(a, b)
+    mse, l1 = ((a - b) ** 2).mean(), (a - b).abs().mean()
+    torch.testing.assert_close(out["l2"], mse)
+    torch.testing.assert_close(out["l1"], l1)
+    torch.testing.assert_close(out["loss"], 2.0 * mse + 0.5 * l1)
+    assert out["perceptual"].item() == 0.0
+    assert ReconstructionLoss()(a, a)["loss"].item() == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        ReconstructionLoss()(a, b[:, :, :4])
+
+
+def test_perceptual_missing_weights_error_names_them(tmp_path):
+    with pytest.raises(OSError) as err:
+        ReconstructionLoss(perceptual_weight=1.0, local_files_only=True)
+    message = str(err.value)
+    assert "facebook/convnext-tiny-224" in message and "hf download" in message and "perceptual_weight=0" in message
+    with pytest.raises(OSError, match="could not be loaded"):
+        PerceptualLoss(tmp_path / "no-weights-here")
+
+
+@pytest.fixture(scope="module")
+def tiny_convnext(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("convnext")
+    ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1])).save_pretrained(path)
+    return str(path)
+
+
+def test_perceptual_term_with_a_saved_convnext(tiny_convnext):
+    torch.manual_seed(1)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    loss_fn = ReconstructionLoss(perceptual_weight=2.0, perceptual_model=tiny_convnext, input_mean=mean, input_std=std)
+    assert loss_fn.perceptual is not None and not loss_fn.perceptual.model.training
+    target = (torch.rand(2, 3, 32, 32) - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    assert loss_fn(target, target)["perceptual"].item() == pytest.approx(0.0, abs=1e-7)
+    pred = (target + 0.5 * torch.randn_like(target)).requires_grad_()
+    out = loss_fn(pred, target)
+    assert out["perceptual"].item() > 0
+    torch.testing.assert_close(out["loss"], out["l2"] + out["l1"] + 2.0 * out["perceptual"])
+    out["loss"].backward()
+    assert pred.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss_fn.perceptual.parameters())
+    # stage choice: only the last stage
+    last = PerceptualLoss(tiny_convnext, layers=[-1])
+    assert len(last._features(torch.rand(1, 3, 32, 32))) == 1
+
+
+@pytest.mark.parametrize("spectral", [False, True])
+def test_patch_discriminator_shapes_and_spectral_norm(spectral):
+    torch.manual_seed(2)
+    disc = PatchDiscriminator(base_channels=8, num_layers=2, spectral_norm=spectral)
+    logits = disc(torch.randn(2, 3, 32, 32))
+    assert logits.shape[:2] == (2, 1) and logits.shape[-1] > 1  # one logit per patch
+    has_sn = any("parametrizations" in name for name, _ in disc.named_parameters())
+    assert has_sn == spectral
+    with pytest.raises(ValueError, match="norm"):
+        PatchDiscriminator(norm="layer")
+
+
+def test_hinge_losses_on_known_logits():
+    real = torch.tensor([2.0, 0.5, -1.0])
+    fake = torch.tensor([-2.0, 0.0, 1.0])
+    # relu(1 - real) = [0, 0.5, 2] -> mean 5/6 ; relu(1 + fake) = [0, 1, 2] -> mean 1
+    assert hinge_d_loss(real, fake).item() == pytest.approx(0.5 * (5 / 6 + 1.0))
+    assert hinge_g_loss(fake).item() == pytest.approx(1 / 3)
+    assert hinge_d_loss(torch.full((4,), 1.0), torch.full((4,), -1.0)).item() == 0.0
+
+
+def test_lecam_zero_when_emas_match_and_positive_otherwise():
+    lecam = LeCamEMA(decay=0.9)
+    real, fake = torch.full((4,), 0.3), torch.full((4,), 0.3)
+    lecam.update(real, fake)  # first update sets both EMAs to 0.3
+    assert lecam.ema_real.item() == pytest.approx(0.3) and lecam.ema_fake.item() == pytest.approx(0.3)
+    assert lecam(real, fake).item() == 0.0
+    # real logits above the fake EMA and fake logits below the real EMA are penalised
+    value = lecam(torch.full((4,), 1.3), torch.full((4,), -0.7)).item()
+    assert value == pytest.approx(1.0**2 + 1.0**2)
+    lecam.update(torch.full((4,), 1.3), torch.full((4,), -0.7))
+    assert lecam.ema_real.item() == pytest.approx(0.9 * 0.3 + 0.1 * 1.3)
+
+
+def test_adversarial_off_before_start_step_and_on_after():
+    torch.manual_seed(3)
+    adv = AdversarialLoss(PatchDiscriminator(base_channels=8, num_layers=2), start_step=10, weight=0.5, lecam_weight=0.1)
+    real = torch.randn(2, 3, 32, 32)
+    fake = torch.randn(2, 3, 32, 32, requires_grad=True)
+    assert not adv.is_active(9) and adv.is_active(10)
+    assert adv.generator_loss(fake, step=9).item() == 0.0
+    assert adv.discriminator_loss(real, fake, step=9)["loss"].item() == 0.0
+    assert not bool(adv.lecam.initialized)
+
+    g = adv.generator_loss(fake, step=10)
+    logits = adv.discriminator(fake)
+    torch.testing.assert_close(g, 0.5 * hinge_g_loss(logits))
+    g.backward()
+    assert fake.grad.abs().sum() > 0
+    assert all(p.grad is None for p in adv.discriminator.parameters())  # G step leaves D alone
+    assert all(p.requires_grad for p in adv.discriminator.parameters())
+
+    d = adv.discriminator_loss(real, fake, step=10)
+    torch.testing.assert_close(d["loss"], d["hinge"] + 0.1 * d["lecam"])
+    d["loss"].backward()
+    assert all(p.grad is not None for p in adv.discriminator.parameters())
+    assert bool(adv.lecam.initialized)
+
+
+def test_adaptive_weight_follows_vqgan_rule():
+    torch.manual_seed(4)
+    decoder_last = nn.Conv2d(4, 3, 3, padding=1)
+    fake = decoder_last(torch.randn(2, 4, 32, 32))
+    rec = (fake - torch.rand(2, 3, 32, 32)).abs().mean()
+    adv = AdversarialLoss(PatchDiscriminator(base_channels=8, num_layers=2), weight=0.1, adaptive=True)
+    g_adaptive = adv.generator_loss(fake, step=0, reconstruction_loss=rec, last_layer=decoder_last.weight)
+    g_plain = hinge_g_loss(adv.discriminator(fake))
+    w = adaptive_adversarial_weight(rec, g_plain, decoder_last.weight)
+    rec_grad = torch.autograd.grad(rec, decoder_last.weight, retain_graph=True)[0]
+    gan_grad = torch.autograd.grad(g_plain, decoder_last.weight, retain_graph=True)[0]
+    assert w.item() == pytest.approx((rec_grad.norm() / (gan_grad.norm() + 1e-4)).item(), rel=1e-5)
+    torch.testing.assert_close(g_adaptive, 0.1 * w * g_plain)
+    with pytest.raises(ValueError, match="last_layer"):
+        adv.generator_loss(fake, step=0)

@@ -1,6 +1,8 @@
 """muse_hf: MUSE unified visual tokenizer and unified model, native to the Hugging Face stack.
 
-Public names are resolved lazily so that ``import muse_hf`` stays cheap.
+``import muse_hf`` registers the tokenizer with transformers' Auto classes (this is the only place that
+does), so ``AutoModel.from_pretrained(folder)`` works on a saved MUSE tokenizer. Everything else (pipeline,
+objectives, data, training, evaluation) is resolved lazily on first attribute access.
 """
 
 from __future__ import annotations
@@ -8,10 +10,36 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+from .models.configuration_muse import MuseTokenizerConfig
+from .models.image_processing_muse import MuseImageProcessor
+from .models.modeling_muse import MuseTokenizerModel
+
 __version__ = "0.1.0"
 
-# public name -> submodule that defines it
-_LAZY: dict[str, str] = {}
+AutoConfig.register(MuseTokenizerConfig.model_type, MuseTokenizerConfig, exist_ok=True)
+AutoModel.register(MuseTokenizerConfig, MuseTokenizerModel, exist_ok=True)
+AutoImageProcessor.register(MuseTokenizerConfig, slow_image_processor_class=MuseImageProcessor, exist_ok=True)
+
+# public name -> submodule that defines it (resolved on first access, PEP 562)
+_LAZY: dict[str, str] = {
+    "MuseConnector": ".models.connector",
+    "MusePipeline": ".pipelines",
+    "MusePipelineOutput": ".pipelines",
+    "MuseEditSession": ".pipelines",
+    "StructuralTeacher": ".objectives",
+    "MaskAffinityTeacher": ".objectives",
+    "topology_alignment_loss": ".objectives",
+    "semantic_nce_loss": ".objectives",
+    "load_text_embedder": ".objectives",
+    "gradient_conflict": ".objectives",
+    "build_shapes_dataset": ".data",
+    "load_image_text_stream": ".data",
+    "evaluate_tokenizer": ".evaluation",
+}
+
+__all__ = ["MuseImageProcessor", "MuseTokenizerConfig", "MuseTokenizerModel", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +51,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(set(globals()) | set(_LAZY))

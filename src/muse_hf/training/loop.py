@@ -392,7 +392,7 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
             logs["train/skipped_samples"] = float(counters[1])
             logs["train/nonfinite_steps"] = float(nonfinite_total)
             for name, sched in p_schedulers.items():
-                for group, lr in zip(sched.optimizer.param_groups, sched.get_last_lr(), strict=False):
+                for group, lr in zip(p_optimizers[name].param_groups, sched.get_last_lr(), strict=False):
                     logs[f"lr/{name}.{group.get('name', '')}"] = float(lr)
             if grad_norm_total is not None:
                 logs["grad_norm/total"] = grad_norm_total
@@ -440,10 +440,13 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
     if accelerator.is_main_process:
         metrics = task.evaluate(out_dir)
         summary["metrics"] = metrics
-        task.write_model_card(out_dir, metrics, summary)
+        try:
+            task.write_model_card(out_dir, metrics, summary)
+        except Exception as err:  # noqa: BLE001 - a card problem must not lose a finished training
+            logger.warning("The model card for %s was not written: %s: %s", out_dir, type(err).__name__, err)
         (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         if args.push_to_hub:
-            _push_to_hub(args, out_dir)
+            _push_to_hub(args, out_dir, summary)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     result = TrainResult(
@@ -460,18 +463,18 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
     return result
 
 
-def _push_to_hub(args: MuseTrainingArguments, out_dir: Path) -> None:
-    from huggingface_hub import create_repo, upload_folder
+def _push_to_hub(args: MuseTrainingArguments, out_dir: Path, summary: dict[str, Any]) -> None:
+    from muse_hf.hub import push_to_hub
 
     repo_id = args.hub_model_id or f"{Path(args.output_dir).resolve().parent.name}-{out_dir.name}"
-    repo = create_repo(repo_id, private=args.hub_private, exist_ok=True)
-    upload_folder(
-        repo_id=repo.repo_id,
-        folder_path=str(out_dir),
-        commit_message=f"muse_hf: {args.task} {args.stage_name} at step {args.max_train_steps}",
-        ignore_patterns=["checkpoint-*", ".tmp-*", ".old-*", "logs/*"],
+    url = push_to_hub(
+        out_dir,
+        repo_id,
+        private=args.hub_private,
+        commit_message=f"muse_hf: {args.task} {args.stage_name}, {summary['global_step']} steps",
+        settings={k: v for k, v in summary.items() if k != "metrics"},
     )
-    logger.info("Pushed %s to https://huggingface.co/%s", out_dir, repo.repo_id)
+    logger.info("Pushed %s to %s", out_dir, url)
 
 
 def is_stage_complete(output_dir: str | os.PathLike) -> bool:

@@ -76,6 +76,19 @@ def evaluate_saved_tokenizer(
     return _flat_metrics(result)
 
 
+def _write_card(model_dir: Path, args: Any, trained_dir: Path) -> None:
+    """Re-render the final model's card now that ``metrics.json`` (next to it) exists."""
+    from muse_hf.hub import write_model_card
+
+    summary_file = trained_dir / "training_summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    settings = {**{k: v for k, v in args.to_dict().items() if v is not None}, **summary, "datasets": args.train_data}
+    try:
+        write_model_card("tokenizer", model_dir, settings=settings)
+    except Exception as err:  # noqa: BLE001 - the card is a convenience; the metrics are already written
+        logger.warning("Model card not written for %s: %s: %s", model_dir, type(err).__name__, err)
+
+
 def run_quickstart(output_dir: str | os.PathLike = "outputs/quickstart", config: str | os.PathLike | None = None) -> dict[str, Any]:
     """Build data, train the tiny 3-stage curriculum, save, evaluate; everything lands in ``output_dir``.
 
@@ -124,6 +137,7 @@ def run_quickstart(output_dir: str | os.PathLike = "outputs/quickstart", config:
     t0 = time.perf_counter()
     metrics = evaluate_saved_tokenizer(model_dir, data_dir, stages[-1].eval_split, out)
     timings["evaluate_s"] = time.perf_counter() - t0
+    _write_card(model_dir, stages[-1], final)
     timings["total_s"] = time.perf_counter() - start
     summary = {
         "config": str(config_path),

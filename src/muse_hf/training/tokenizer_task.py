@@ -149,7 +149,9 @@ class TokenizerTask(TrainingTask):
         a = self.args
         overrides = dict(a.model_overrides)
         if a.init_from is not None:
-            model = MuseTokenizerModel.from_pretrained(a.init_from, **overrides)
+            config = MuseTokenizerConfig.from_pretrained(a.init_from)
+            _merge_config(config, overrides)
+            model = MuseTokenizerModel.from_pretrained(a.init_from, config=config)
         elif a.vision_model_name_or_path is not None:
             model = MuseTokenizerModel.from_pretrained_components(
                 vision=a.vision_model_name_or_path, decoder=a.decoder_name_or_path, preset=a.model_preset, **overrides
@@ -418,9 +420,37 @@ class TokenizerTask(TrainingTask):
         return evaluate_saved_tokenizer(output_dir, self.args.train_data, self.args.eval_split, Path(output_dir) / "eval")
 
     def write_model_card(self, output_dir: str | os.PathLike, metrics: dict[str, float], summary: dict[str, Any]) -> None:  # noqa: D102
-        from muse_hf.training.model_card import write_tokenizer_card
+        from muse_hf.hub import write_model_card
 
-        write_tokenizer_card(output_dir, self.args, metrics, summary)
+        a = self.args
+        settings = {
+            **{k: v for k, v in a.to_dict().items() if v is not None and k not in ("push_to_hub", "hub_model_id", "hub_private")},
+            **{k: v for k, v in summary.items() if k != "metrics"},
+            "base_model": a.vision_model_name_or_path or a.init_from,
+            "datasets": a.train_data,
+        }
+        write_model_card("tokenizer", output_dir, metrics=metrics or None, settings=settings, repo_id=a.hub_model_id)
+
+
+def _merge_config(config: Any, overrides: dict[str, Any]) -> None:
+    """Apply ``model_overrides`` to a loaded config: nested dicts are merged into dict fields and into
+    sub-configs, so a curriculum's shared overrides (given for building stage 1) leave a saved model's
+    architecture as it is while per-stage fields (``grad_scale``, ``spectral_filter_alpha``...) change.
+
+    Raises:
+        ValueError: for a key the config does not have.
+    """
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"model_overrides.{key}: MuseTokenizerConfig has no field {key!r}.")
+        current = getattr(config, key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            setattr(config, key, {**current, **value})
+        elif isinstance(value, dict) and hasattr(current, "to_dict"):
+            for sub_key, sub_value in value.items():
+                setattr(current, sub_key, sub_value)
+        else:
+            setattr(config, key, value)
 
 
 def _last_decoder_weight(decoder: nn.Module) -> torch.Tensor:

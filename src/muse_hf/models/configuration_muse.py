@@ -304,10 +304,11 @@ class MuseTokenizerConfig(PreTrainedConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)}.")
         vc = self.vision_config
-        if self.placement == "replace_last" and self.num_synergistic_blocks >= vc.num_hidden_layers:
+        if self.placement == "replace_last" and self.num_synergistic_blocks > vc.num_hidden_layers:
             raise ValueError(
-                f"`num_synergistic_blocks`={self.num_synergistic_blocks} must be smaller than the backbone depth "
-                f"vision_config.num_hidden_layers={vc.num_hidden_layers} with placement='replace_last'."
+                f"`num_synergistic_blocks`={self.num_synergistic_blocks} cannot exceed the backbone depth "
+                f"vision_config.num_hidden_layers={vc.num_hidden_layers} with placement='replace_last' "
+                "(equal depth replaces the whole backbone, appendix C.2)."
             )
         width, heads = self.block_width, self.block_heads
         heads_field = "vision_config.num_attention_heads" if self.placement == "replace_last" else "num_attention_heads"

@@ -608,9 +608,11 @@ def _load_internvl_vision(
     elif model_type == "internvl_vision":
         vision_config = InternVLVisionConfig.from_dict(raw)
     else:
+        kind = f"model_type={model_type!r}" if model_type else f"_class_name={raw.get('_class_name')!r}"
         raise ValueError(
-            f"{path_or_id} is a {model_type!r} checkpoint; expected an InternVL checkpoint in transformers' -hf layout "
-            "(model_type 'internvl', e.g. OpenGVLab/InternVL3-1B-hf) or an 'internvl_vision' model."
+            f"vision={os.fspath(path_or_id)!r} is not an InternVL checkpoint (its config.json has {kind}); expected "
+            "transformers' -hf layout (model_type 'internvl', e.g. OpenGVLab/InternVL3-1B-hf) or an 'internvl_vision' "
+            "model."
         )
     index_file = _resolve(path_or_id, "model.safetensors.index.json", revision, required=False)
     if index_file is not None:

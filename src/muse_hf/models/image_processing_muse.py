@@ -263,6 +263,31 @@ class MuseImageProcessor(BaseImageProcessor):
         m, s = self._stats(image, mean, std)
         return (image - m) / s
 
+    def process_mask(self, mask: np.ndarray | torch.Tensor | PIL.Image.Image) -> torch.Tensor:
+        """Apply this processor's geometry (resize, centre crop) to a label / instance mask, nearest-neighbour.
+
+        Args:
+            mask: ``(H, W)`` integer mask (PIL ``L``/``I``/``P`` image, array or tensor) aligned with the image.
+
+        Returns:
+            ``(h, w)`` long tensor aligned with the processed ``pixel_values``.
+        """
+        if isinstance(mask, PIL.Image.Image):
+            mask = np.asarray(mask)
+        values = torch.as_tensor(np.asarray(mask) if isinstance(mask, np.ndarray) else mask)
+        if values.ndim != 2 or 0 in values.shape:
+            raise ValueError(f"A mask must be a non-empty (H, W) array; got shape {tuple(values.shape)}.")
+        if values.is_floating_point() or values.is_complex():
+            raise ValueError(f"A mask must hold integer ids; got dtype {values.dtype}.")
+        out = values.to(torch.float64)[None]  # (1, H, W); float64 keeps ids up to 2**53 exact
+        if self.do_resize:
+            out = self.resize(
+                out, size=self.size, resample=PILImageResampling.NEAREST, cover=self.do_center_crop
+            )
+        if self.do_center_crop:
+            out = self.center_crop(out, self.crop_size or _crop_from_size(self.size))
+        return out[0].round().to(torch.long)  # (h, w)
+
     # ------------------------------------------------------------------ inverse direction
     @staticmethod
     def _stats(

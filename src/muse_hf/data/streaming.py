@@ -1,0 +1,858 @@
+"""Streaming image-text (and image-editing) loaders over ``datasets`` streaming, robust to bad samples.
+
+``load_image_text_stream`` opens local parquet folders, webdataset ``.tar`` shards, single files, in-memory
+``datasets`` objects or Hub ids with ``datasets.load_dataset(..., streaming=True)``, maps the paper corpora's column
+names (``image``/``jpg``/``png``/``webp``; ``caption``/``txt``/``json`` with a caption field/``prompt``), shuffles
+with a buffer, splits across processes with ``datasets.distributed.split_dataset_by_node`` and decodes every image
+itself, guarded:
+
+* the image header is read first (``PIL.Image.open`` is lazy); zero-size images and images above ``max_pixels``
+  (decompression bombs) are skipped **before** any pixel is decoded;
+* undecodable, truncated and empty images, missing/empty captions and masks that cannot be read are skipped too.
+
+Every skip is **counted by reason** (:data:`SKIP_REASONS`). How the counts reach the trainer:
+
+* iterating the dataset directly in one process: ``dataset.skipped`` (a ``collections.Counter``) is updated live;
+* through :func:`make_dataloader` (any ``num_workers``): each worker attaches to every sample it yields a small
+  meta record ``(worker id, datasets state_dict, cumulative skip counts of that worker)``, plus one end-of-stream
+  record after its last sample so trailing skips are not lost. The collate function gathers these records, and the
+  loader (main process) keeps, per worker, the record of the last *consumed* batch. ``loader.skipped`` (also mirrored
+  into ``dataset.skipped``) is the sum over workers plus the total of earlier epochs / the resumed checkpoint, so it
+  is exact at the consumption point, independent of prefetching, and identical for 0 or N workers. Under several
+  training processes each process counts its own shard; reduce them (e.g. ``accelerator.reduce``) for a global view.
+
+Resume: ``loader.state_dict()`` stores each worker's ``datasets.IterableDataset.state_dict()`` as of the last batch
+handed out; ``load_state_dict`` makes the next iteration continue exactly after it (no sample of the epoch is
+repeated). With ``shuffle_buffer > 0`` the samples sitting in the shuffle buffer at save time are lost on resume (a
+``datasets`` limitation) - still never repeated. Resuming requires the same ``num_workers``.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import io
+import json
+import logging
+import os
+import struct
+import warnings
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import PIL.Image
+import torch
+from datasets.distributed import split_dataset_by_node
+from torch.utils.data import DataLoader, get_worker_info
+
+from muse_hf.models.image_processing_muse import MuseImageProcessor
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "SKIP_REASONS",
+    "ImageTextStream",
+    "SkipSample",
+    "StreamingDataLoader",
+    "collate_samples",
+    "decode_image",
+    "load_edit_stream",
+    "load_image_text_stream",
+    "make_dataloader",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Images with more pixels than this are skipped from their header (8000 x 8000).
+DEFAULT_MAX_PIXELS = 64_000_000
+#: Reasons a sample is skipped (keys of ``dataset.skipped`` / ``loader.skipped``).
+SKIP_REASONS: tuple[str, ...] = (
+    "missing_image",  # the image column is absent or None
+    "empty_file",  # zero bytes
+    "undecodable",  # not an image PIL can identify / broken header
+    "truncated",  # header fine, pixel data broken
+    "zero_size",  # width or height is 0
+    "too_large",  # more than max_pixels (checked from the header) or a PIL decompression bomb
+    "unprocessable",  # decoded, but the image processor rejected it
+    "bad_mask",  # the mask cannot be decoded
+    "missing_caption",  # caption absent / empty / whitespace (image-text streams)
+    "missing_instruction",  # instruction absent / empty (edit streams)
+)
+
+IMAGE_COLUMNS = ("image", "jpg", "jpeg", "png", "webp", "img", "image.jpg", "image.png")
+CAPTION_COLUMNS = ("caption", "txt", "text", "prompt", "json", "captions", "caption.txt")
+TEXT_FIELDS = (
+    "caption",
+    "text",
+    "prompt",
+    "txt",
+    "long_caption",
+    "short_caption",
+    "recaption",
+    "instruction",
+)
+LABEL_COLUMNS = ("label", "cls", "class", "labels")
+MASK_COLUMNS = ("mask", "instance_mask", "segmentation", "seg")
+EDIT_SOURCE_COLUMNS = ("source_image", "input_image", "original_image", "src_image", "image_before", "input")
+EDIT_TARGET_COLUMNS = (
+    "target_image",
+    "output_image",
+    "edited_image",
+    "edit_image",
+    "tgt_image",
+    "image_after",
+    "output",
+)
+EDIT_TEXT_COLUMNS = (
+    "instruction",
+    "edit_instruction",
+    "edit_prompt",
+    "prompt",
+    "text",
+    "txt",
+    "caption",
+    "json",
+)
+
+_META = "_meta"
+_END = "_end"
+
+
+class SkipSample(Exception):
+    """Raised internally for a sample that must be skipped; ``reason`` is one of :data:`SKIP_REASONS`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ------------------------------------------------------------------------------------------------------ decoding
+def decode_image(
+    value: Any,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: tuple[int, int] | None = None,
+) -> PIL.Image.Image:
+    """Decode one stored image, guarded.
+
+    Args:
+        value: ``{"bytes": ..., "path": ...}`` (``datasets.Image(decode=False)``), raw ``bytes``, or a PIL image.
+        max_pixels: Skip images with more pixels, judged from the header before decoding.
+        draft_size: ``(width, height)`` hint for JPEG draft decoding (decode at a reduced scale >= this size).
+
+    Returns:
+        The fully loaded PIL image (original mode).
+
+    Raises:
+        SkipSample: with the reason (see :data:`SKIP_REASONS`).
+    """
+    if value is None:
+        raise SkipSample("missing_image")
+    if isinstance(value, PIL.Image.Image):
+        return _check_size(value, max_pixels)
+    data: bytes | None
+    if isinstance(value, Mapping):
+        data, path = value.get("bytes"), value.get("path")
+        if data is None and path:
+            try:
+                data = Path(path).read_bytes()
+            except OSError:
+                raise SkipSample("undecodable") from None
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    else:
+        raise SkipSample("undecodable")
+    if data is None:
+        raise SkipSample("missing_image")
+    if len(data) == 0:
+        raise SkipSample("empty_file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+        try:
+            image = PIL.Image.open(io.BytesIO(data))  # lazy: reads the header only
+        except PIL.Image.DecompressionBombError:
+            raise SkipSample("too_large") from None
+        except (
+            PIL.UnidentifiedImageError,
+            OSError,
+            SyntaxError,
+            ValueError,
+            EOFError,
+            struct.error,
+            TypeError,
+        ):
+            raise SkipSample("undecodable") from None
+        _check_size(image, max_pixels)
+        if draft_size is not None and image.format == "JPEG":
+            image.draft("RGB", draft_size)
+        try:
+            image.load()
+        except PIL.Image.DecompressionBombError:
+            raise SkipSample("too_large") from None
+        except (
+            OSError,
+            SyntaxError,
+            ValueError,
+            EOFError,
+            struct.error,
+            zlib.error,
+            MemoryError,
+            IndexError,
+        ):
+            raise SkipSample("truncated") from None
+    return image
+
+
+def _check_size(image: PIL.Image.Image, max_pixels: int) -> PIL.Image.Image:
+    w, h = image.size
+    if w <= 0 or h <= 0:
+        raise SkipSample("zero_size")
+    if w * h > max_pixels:
+        raise SkipSample("too_large")
+    return image
+
+
+def _extract_text(value: Any) -> str | None:
+    """A caption from a string, bytes, JSON string / dict (``caption``/``text``/``prompt``...) or list of them."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                return text or None
+        else:
+            return text or None
+    if isinstance(value, Mapping):
+        for key in TEXT_FIELDS:
+            found = _extract_text(value.get(key)) if key in value else None
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            found = _extract_text(item)
+            if found:
+                return found
+    return None
+
+
+def _mask_array(image: PIL.Image.Image) -> np.ndarray:
+    """Instance/label ids ``(H, W)`` from a mask image; colour-coded masks map each colour to one id."""
+    if image.mode == "P":
+        return np.asarray(image).astype(np.int64)
+    array = np.asarray(image)
+    if array.ndim == 3:  # colour-coded: keep the partition
+        rgb = array[..., :3].astype(np.int64)
+        return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    return array.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------------------ opening
+def _open_hf_stream(
+    source: Any, split: str, data_files: Any = None, **load_kwargs: Any
+) -> datasets.IterableDataset:
+    """Any supported source -> a ``datasets.IterableDataset`` of ``split``."""
+    if isinstance(source, datasets.IterableDataset):
+        return source
+    if isinstance(source, datasets.Dataset):
+        return source.to_iterable_dataset(num_shards=max(1, min(len(source), 8)))
+    if isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        if split not in source:
+            raise ValueError(f"split {split!r} not found; available splits: {sorted(source)}")
+        return _open_hf_stream(source[split], split)
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError(
+            f"path_or_id must be a local folder/file, a Hub dataset id or a datasets (Iterable)Dataset; "
+            f"got {type(source).__name__}"
+        )
+    path = Path(source).expanduser()
+    try:
+        if path.is_file():
+            suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+            builder = {
+                ".parquet": "parquet",
+                ".tar": "webdataset",
+                ".arrow": "arrow",
+                ".jsonl": "json",
+                ".json": "json",
+            }
+            if suffix not in builder:
+                raise ValueError(f"cannot stream file {path}: expected one of {sorted(builder)}")
+            ds = datasets.load_dataset(
+                builder[suffix], data_files={split: str(path)}, split=split, streaming=True, **load_kwargs
+            )
+        elif path.is_dir():
+            ds = datasets.load_dataset(
+                str(path), data_files=data_files, split=split, streaming=True, **load_kwargs
+            )
+        else:
+            ds = datasets.load_dataset(
+                str(source), data_files=data_files, split=split, streaming=True, **load_kwargs
+            )
+    except (FileNotFoundError, ConnectionError) as err:
+        raise ValueError(
+            f"cannot open dataset {str(source)!r} (split {split!r}): {err}. Give an existing local folder/file or a "
+            "reachable Hub id (offline: build the embedded data with `muse-hf build-data`)."
+        ) from err
+    if not isinstance(ds, datasets.IterableDataset):
+        raise ValueError(f"expected a streaming split from {source!r}, got {type(ds).__name__}")
+    return ds
+
+
+def _resolve(
+    features: datasets.Features | None,
+    names: Sequence[str],
+    explicit: str | None,
+    candidates: Sequence[str],
+    role: str,
+    required: bool,
+) -> str | None:
+    if explicit is not None:
+        if names and explicit not in names:
+            raise ValueError(f"{role} column {explicit!r} not in the dataset's columns {list(names)}")
+        return explicit
+    lowered = {n.lower(): n for n in names}
+    for cand in candidates:
+        if cand in lowered:
+            return lowered[cand]
+    if required:
+        if features is not None and role == "image":
+            images = [n for n, f in features.items() if isinstance(f, datasets.Image)]
+            if len(images) == 1:
+                return images[0]
+        raise ValueError(
+            f"cannot find the {role} column among {list(names)}; pass it explicitly "
+            f"(e.g. columns={{'{role}': '<name>'}}). Looked for: {list(candidates)}"
+        )
+    return None
+
+
+def _node(process_index: int | None, num_processes: int | None, accelerator: Any) -> tuple[int, int]:
+    if accelerator is not None:
+        return int(accelerator.process_index), int(accelerator.num_processes)
+    if process_index is not None or num_processes is not None:
+        rank, world = int(process_index or 0), int(num_processes or 1)
+    elif torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        rank, world = 0, 1
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(
+            f"need 0 <= process_index < num_processes; got process_index={rank}, num_processes={world}"
+        )
+    return rank, world
+
+
+# ------------------------------------------------------------------------------------------------------ dataset
+class ImageTextStream(torch.utils.data.IterableDataset):
+    """A torch ``IterableDataset`` over a ``datasets`` stream, decoding and preprocessing each sample, guarded.
+
+    Build it with :func:`load_image_text_stream` or :func:`load_edit_stream`. Yields dicts with
+    ``image_roles`` keys -> ``(3, H, W)`` float tensors, ``text_roles`` keys -> str, optionally ``label`` (int, -1
+    when absent in a row), ``mask`` ((H, W) long, aligned with the first image role) and raw ``extra_columns``.
+
+    Attributes:
+        skipped: ``collections.Counter`` reason -> count (see the module docstring for how workers report).
+        hf_dataset: The underlying ``datasets.IterableDataset`` (after column selection, shuffle and node split).
+    """
+
+    def __init__(
+        self,
+        hf_dataset: datasets.IterableDataset,
+        image_processor: MuseImageProcessor,
+        image_roles: Mapping[str, str],
+        text_roles: Mapping[str, str],
+        label_column: str | None = None,
+        mask_column: str | None = None,
+        extra_columns: Sequence[str] = (),
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        super().__init__()
+        if max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1; got {max_pixels}")
+        self.hf_dataset = hf_dataset
+        self.image_processor = image_processor
+        self.image_roles = dict(image_roles)
+        self.text_roles = dict(text_roles)
+        self.label_column = label_column
+        self.mask_column = mask_column
+        self.extra_columns = tuple(extra_columns)
+        self.max_pixels = int(max_pixels)
+        self.skipped: collections.Counter[str] = collections.Counter()
+        self._emit_meta = False  # set by StreamingDataLoader
+        self._resume: dict[int, dict] | None = None
+        size = image_processor.size
+        h, w = size.get("height") or size.get("shortest_edge"), size.get("width") or size.get("shortest_edge")
+        self._draft = (int(w), int(h)) if image_processor.do_resize and h and w else None
+
+    # ---------------------------------------------------------------------------------------------- iteration
+    @property
+    def num_shards(self) -> int:
+        """Shards of the underlying stream (DataLoader workers beyond this stay idle)."""
+        return int(self.hf_dataset.num_shards)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the shard/buffer shuffle for ``epoch`` (as ``datasets.IterableDataset.set_epoch``)."""
+        self.hf_dataset.set_epoch(epoch)
+
+    def _process(self, ex: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        texts = {}
+        for role, col in self.text_roles.items():
+            text = _extract_text(ex.get(col))
+            if not text:
+                raise SkipSample(
+                    f"missing_{role}" if f"missing_{role}" in SKIP_REASONS else "missing_caption"
+                )
+            texts[role] = text
+        images = [
+            decode_image(ex.get(col), self.max_pixels, self._draft) for col in self.image_roles.values()
+        ]
+        mask = None
+        if self.mask_column is not None:
+            raw = ex.get(self.mask_column)
+            if raw is not None:
+                try:
+                    mask_img = decode_image(raw, self.max_pixels)
+                except SkipSample:
+                    raise SkipSample("bad_mask") from None
+                mask = _mask_array(mask_img)
+                if mask.shape != (images[0].height, images[0].width):
+                    mask = np.asarray(
+                        PIL.Image.fromarray(mask.astype(np.int32), "I").resize(
+                            images[0].size, PIL.Image.NEAREST
+                        )
+                    ).astype(np.int64)
+        try:
+            pixel_values = self.image_processor(images, return_tensors="pt")["pixel_values"]  # (n, 3, H, W)
+            if mask is not None:
+                out["mask"] = self.image_processor.process_mask(mask)  # (H, W) long
+        except ValueError:
+            raise SkipSample("unprocessable") from None
+        for i, role in enumerate(self.image_roles):
+            out[role] = pixel_values[i]
+        out.update(texts)
+        if self.label_column is not None:
+            label = ex.get(self.label_column)
+            out["label"] = -1 if label is None else int(label)
+        for col in self.extra_columns:
+            out[col] = ex.get(col)
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        wid = 0 if info is None else info.id
+        resume, self._resume = self._resume, None  # consumed once (in this process's copy)
+        state = None if resume is None else resume.get(wid)
+        if state is not None:
+            self.hf_dataset.set_epoch(int(state["epoch"]))
+        self.hf_dataset.load_state_dict(state)  # None clears any earlier starting state
+        emit = self._emit_meta
+        local: collections.Counter[str] = collections.Counter()
+        for ex in self.hf_dataset:
+            try:
+                sample = self._process(ex)
+            except SkipSample as skip:
+                local[skip.reason] += 1
+                if not emit:
+                    self.skipped[skip.reason] += 1
+                continue
+            if emit:
+                sample[_META] = (wid, self.hf_dataset.state_dict(), dict(local))
+            yield sample
+        if emit:  # trailing skips after the last sample of this worker
+            yield {_META: (wid, self.hf_dataset.state_dict(), dict(local)), _END: True}
+
+    # ---------------------------------------------------------------------------------------------- resume
+    def state_dict(self) -> dict[str, Any]:
+        """State after the last sample yielded by direct (single-process) iteration.
+
+        With a DataLoader use :meth:`StreamingDataLoader.state_dict` instead (it knows the worker states).
+        """
+        return {"worker_states": {0: self.hf_dataset.state_dict()}, "skipped": dict(self.skipped)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Make the next direct iteration continue after the sample at which ``state`` was taken."""
+        workers = dict(state.get("worker_states") or {})
+        self._resume = {int(k): v for k, v in workers.items()}
+        self.skipped = collections.Counter(state.get("skipped") or {})
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageTextStream(images={self.image_roles}, texts={self.text_roles}, label={self.label_column!r}, "
+            f"mask={self.mask_column!r}, num_shards={self.num_shards}, skipped={dict(self.skipped)})"
+        )
+
+
+def _prepare(
+    path_or_id: Any,
+    split: str,
+    data_files: Any,
+    load_kwargs: Mapping[str, Any],
+    needed: Sequence[str],
+    image_like: Sequence[str],
+    shuffle_buffer: int,
+    seed: int,
+    process_index: int | None,
+    num_processes: int | None,
+    accelerator: Any,
+    resolve: Any,
+) -> tuple[datasets.IterableDataset, dict[str, Any]]:
+    ds = _open_hf_stream(path_or_id, split, data_files, **load_kwargs)
+    names = list(ds.column_names or [])
+    cols = resolve(ds.features, names)
+    keep = [c for c in dict.fromkeys(v for v in cols.values() if v) if not names or c in names]
+    for extra in needed:
+        if names and extra not in names:
+            raise ValueError(f"extra column {extra!r} not in the dataset's columns {names}")
+        if extra not in keep:
+            keep.append(extra)
+    if names:
+        ds = ds.select_columns(keep)
+    features = ds.features
+    for key in image_like:  # decode ourselves, guarded (never let datasets decode and crash the stream)
+        col = cols.get(key)
+        if col and features is not None and isinstance(features.get(col), datasets.Image):
+            ds = ds.cast_column(col, datasets.Image(decode=False))
+    if shuffle_buffer < 0:
+        raise ValueError(f"shuffle_buffer must be >= 0 (0 = no shuffling); got {shuffle_buffer}")
+    if shuffle_buffer > 0:
+        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    rank, world = _node(process_index, num_processes, accelerator)
+    if world > 1:
+        ds = split_dataset_by_node(ds, rank=rank, world_size=world)
+    return ds, cols
+
+
+def load_image_text_stream(
+    path_or_id: str | os.PathLike | datasets.Dataset | datasets.IterableDataset | datasets.DatasetDict,
+    split: str = "train",
+    image_processor: MuseImageProcessor | None = None,
+    *,
+    columns: Mapping[str, str | None] | None = None,
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    label_column: str | None = None,
+    mask_column: str | None = None,
+    with_label: bool = True,
+    with_mask: bool = True,
+    extra_columns: Sequence[str] = (),
+    image_size: int | None = None,
+    data_files: Any = None,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    process_index: int | None = None,
+    num_processes: int | None = None,
+    accelerator: Any = None,
+    **load_kwargs: Any,
+) -> ImageTextStream:
+    """Stream image-text pairs as ``{"pixel_values", "caption", "label"?, "mask"?}``.
+
+    Args:
+        path_or_id: Local dataset folder (parquet / webdataset shards, with or without a README card), a single
+            ``.parquet`` / ``.tar`` file, a Hub dataset id, or a ``datasets`` (Iterable)Dataset(Dict).
+        split: Split to stream.
+        image_processor: Turns images into ``pixel_values``; default ``MuseImageProcessor(size=image_size or 448)``.
+        columns: Role -> column mapping (roles ``image``, ``caption``, ``label``, ``mask``); overrides auto-detection.
+        image_column / caption_column / label_column / mask_column: Same, one role at a time.
+        with_label / with_mask: Emit ``label`` / ``mask`` when the dataset has such a column.
+        extra_columns: Raw columns passed through unchanged (e.g. ``"index"``, ``"__key__"``).
+        image_size: Square size of the default processor.
+        data_files: Forwarded to ``datasets.load_dataset`` (select shards of a folder / Hub repo).
+        shuffle_buffer: ``datasets`` shuffle buffer size (0 = keep order); shard order is shuffled too.
+        seed: Shuffle seed (the same on every process, as ``split_dataset_by_node`` requires).
+        max_pixels: Images with more pixels are skipped from their header (decompression-bomb guard).
+        process_index / num_processes: This process's rank and the world size for ``split_dataset_by_node``.
+            Default: ``accelerator``'s, else ``torch.distributed``'s when initialised, else a single process.
+        accelerator: An ``accelerate.Accelerator`` (provides rank and world size).
+        **load_kwargs: More ``datasets.load_dataset`` arguments (``revision``, ``token``, ...).
+
+    Returns:
+        An :class:`ImageTextStream` (a torch ``IterableDataset``); batch it with :func:`make_dataloader`.
+    """
+    processor = image_processor or MuseImageProcessor(size=image_size or 448)
+    explicit = {"image": image_column, "caption": caption_column, "label": label_column, "mask": mask_column}
+    for key, value in (columns or {}).items():
+        if key not in explicit:
+            raise ValueError(f"unknown column role {key!r}; roles are {sorted(explicit)}")
+        explicit[key] = value
+
+    def resolve(features: datasets.Features | None, names: Sequence[str]) -> dict[str, str | None]:
+        return {
+            "image": _resolve(features, names, explicit["image"], IMAGE_COLUMNS, "image", True),
+            "caption": _resolve(features, names, explicit["caption"], CAPTION_COLUMNS, "caption", True),
+            "label": _resolve(features, names, explicit["label"], LABEL_COLUMNS, "label", False)
+            if with_label
+            else None,
+            "mask": _resolve(features, names, explicit["mask"], MASK_COLUMNS, "mask", False)
+            if with_mask
+            else None,
+        }
+
+    ds, cols = _prepare(
+        path_or_id, split, data_files, load_kwargs, extra_columns, ("image", "mask"),
+        shuffle_buffer, seed, process_index, num_processes, accelerator, resolve,
+    )  # fmt: skip
+    return ImageTextStream(
+        ds,
+        processor,
+        image_roles={"pixel_values": cols["image"]},
+        text_roles={"caption": cols["caption"]},
+        label_column=cols["label"],
+        mask_column=cols["mask"],
+        extra_columns=extra_columns,
+        max_pixels=max_pixels,
+    )
+
+
+def load_edit_stream(
+    path_or_id: str | os.PathLike | datasets.Dataset | datasets.IterableDataset | datasets.DatasetDict,
+    split: str = "train",
+    image_processor: MuseImageProcessor | None = None,
+    *,
+    source_column: str | None = None,
+    target_column: str | None = None,
+    instruction_column: str | None = None,
+    extra_columns: Sequence[str] = (),
+    image_size: int | None = None,
+    data_files: Any = None,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    process_index: int | None = None,
+    num_processes: int | None = None,
+    accelerator: Any = None,
+    **load_kwargs: Any,
+) -> ImageTextStream:
+    """Stream editing pairs as ``{"source_pixel_values", "target_pixel_values", "instruction"}``.
+
+    Column names are auto-detected (``source_image``/``input_image``/...; ``target_image``/``output_image``/
+    ``edited_image``/...; ``instruction``/``edit_instruction``/``prompt``/...) unless given. Every other argument,
+    the skip counting and resume work as in :func:`load_image_text_stream` (a missing instruction is counted as
+    ``missing_instruction``).
+    """
+    processor = image_processor or MuseImageProcessor(size=image_size or 448)
+
+    def resolve(features: datasets.Features | None, names: Sequence[str]) -> dict[str, str | None]:
+        return {
+            "source": _resolve(features, names, source_column, EDIT_SOURCE_COLUMNS, "source", True),
+            "target": _resolve(features, names, target_column, EDIT_TARGET_COLUMNS, "target", True),
+            "instruction": _resolve(
+                features, names, instruction_column, EDIT_TEXT_COLUMNS, "instruction", True
+            ),
+        }
+
+    ds, cols = _prepare(
+        path_or_id, split, data_files, load_kwargs, extra_columns, ("source", "target"),
+        shuffle_buffer, seed, process_index, num_processes, accelerator, resolve,
+    )  # fmt: skip
+    return ImageTextStream(
+        ds,
+        processor,
+        image_roles={"source_pixel_values": cols["source"], "target_pixel_values": cols["target"]},
+        text_roles={"instruction": cols["instruction"]},
+        extra_columns=extra_columns,
+        max_pixels=max_pixels,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ batching
+def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Batch stream samples: tensors are stacked ``(B, ...)``, ints become a long tensor, the rest lists.
+
+    Meta / end-of-stream records of :class:`ImageTextStream` (when batched by :class:`StreamingDataLoader`) are
+    collected under ``"_meta"`` and excluded from the batch.
+    """
+    metas = [s[_META] for s in samples if _META in s]
+    real = [s for s in samples if not s.get(_END)]
+    batch: dict[str, Any] = {}
+    if real:
+        for key in real[0]:
+            if key == _META:
+                continue
+            values = [s[key] for s in real]
+            first = values[0]
+            if isinstance(first, torch.Tensor):
+                batch[key] = torch.stack(values)  # (B, ...)
+            elif isinstance(first, (bool, np.bool_)) or not isinstance(first, (int, np.integer)):
+                batch[key] = values
+            else:
+                batch[key] = torch.as_tensor(values, dtype=torch.long)  # (B,)
+    if metas:
+        batch[_META] = metas
+    return batch
+
+
+class StreamingDataLoader:
+    """A ``torch.utils.data.DataLoader`` over an :class:`ImageTextStream` with skip accounting and exact resume.
+
+    Iterate it like a DataLoader; read ``skipped`` for the counts so far, ``state_dict()`` / ``load_state_dict()``
+    to checkpoint and resume (see the module docstring). Each full pass advances ``epoch`` (reshuffling when the
+    stream shuffles). Already split per process: do not pass it through ``accelerator.prepare``; move batches to
+    the device yourself.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageTextStream,
+        batch_size: int,
+        num_workers: int = 0,
+        *,
+        drop_last: bool = False,
+        pin_memory: bool = False,
+        prefetch_factor: int | None = None,
+        timeout: float = 0,
+        multiprocessing_context: Any = None,
+    ) -> None:
+        if not isinstance(dataset, ImageTextStream):
+            raise ValueError(
+                f"make_dataloader needs an ImageTextStream (from load_image_text_stream / load_edit_stream); got "
+                f"{type(dataset).__name__}"
+            )
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"need batch_size >= 1 and num_workers >= 0; got {batch_size}, {num_workers}")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.drop_last = drop_last
+        self._loader_kwargs = {
+            "pin_memory": pin_memory,
+            "timeout": timeout,
+            "multiprocessing_context": multiprocessing_context,
+        }
+        if num_workers > 0 and prefetch_factor is not None:
+            self._loader_kwargs["prefetch_factor"] = prefetch_factor
+        self.epoch = 0
+        self._base: collections.Counter[str] = collections.Counter(dataset.skipped)
+        self._worker_counts: dict[int, dict[str, int]] = {}
+        self._worker_states: dict[int, dict] = {}
+        self._resume: dict[int, dict] = {}
+        if num_workers > dataset.num_shards:
+            logger.warning(
+                "num_workers=%d > dataset shards=%d: %d workers will idle; write more shards.",
+                num_workers, dataset.num_shards, num_workers - dataset.num_shards,
+            )  # fmt: skip
+
+    @property
+    def skipped(self) -> collections.Counter[str]:
+        """Skipped samples by reason, up to the last batch handed out (all epochs, all workers, this process)."""
+        total = collections.Counter(self._base)
+        for counts in self._worker_counts.values():
+            total.update(counts)
+        return total
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        ds = self.dataset
+        ds.set_epoch(self.epoch)
+        ds._resume = dict(self._resume) if self._resume else None
+        ds._emit_meta = True
+        loader = DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_samples,
+            drop_last=False,  # partial batches are dropped below, after their meta records are read
+            **self._loader_kwargs,
+        )
+        finished = False
+        try:
+            for batch in loader:
+                for wid, state, counts in batch.pop(_META, []):
+                    self._worker_states[wid] = state
+                    self._worker_counts[wid] = counts
+                ds.skipped = self.skipped
+                n = _batch_len(batch)
+                if n == 0 or (self.drop_last and n < self.batch_size):
+                    continue
+                yield batch
+            finished = True
+        finally:
+            ds._emit_meta = False
+            ds._resume = None
+            if finished:  # epoch boundary: fold worker counts into the base, start the next epoch fresh
+                self._base = self.skipped
+                self._worker_counts, self._worker_states, self._resume = {}, {}, {}
+                self.epoch += 1
+                ds.skipped = collections.Counter(self._base)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint: epoch, per-worker ``datasets`` states of the last batch handed out, skip counts."""
+        states = dict(self._resume)
+        states.update(self._worker_states)
+        return {
+            "epoch": self.epoch,
+            "num_workers": self.num_workers,
+            "batch_size": self.batch_size,
+            "worker_states": copy.deepcopy(states),
+            "skipped": dict(self.skipped),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume: the next iteration continues right after the last batch of the checkpoint."""
+        states = {int(k): v for k, v in dict(state.get("worker_states") or {}).items()}
+        workers = max(1, self.num_workers)
+        if states and int(state.get("num_workers", self.num_workers)) != self.num_workers:
+            raise ValueError(
+                f"the checkpoint was taken with num_workers={state.get('num_workers')}, this loader has "
+                f"num_workers={self.num_workers}; resume with the same number (each worker resumes its own shards)."
+            )
+        if any(k >= workers for k in states):
+            raise ValueError(
+                f"checkpoint has worker ids {sorted(states)} but this loader has {workers} worker(s)"
+            )
+        self.epoch = int(state.get("epoch", 0))
+        self._resume = copy.deepcopy(states)
+        self._worker_states, self._worker_counts = {}, {}
+        self._base = collections.Counter(state.get("skipped") or {})
+        self.dataset.skipped = collections.Counter(self._base)
+
+
+def _batch_len(batch: Mapping[str, Any]) -> int:
+    for value in batch.values():
+        return len(value)
+    return 0
+
+
+def make_dataloader(
+    dataset: ImageTextStream,
+    batch_size: int,
+    num_workers: int = 0,
+    *,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+    prefetch_factor: int | None = None,
+    timeout: float = 0,
+    multiprocessing_context: Any = None,
+) -> StreamingDataLoader:
+    """Batch an :class:`ImageTextStream` with ``num_workers`` DataLoader workers (each streams its own shards).
+
+    Args:
+        dataset: From :func:`load_image_text_stream` / :func:`load_edit_stream`.
+        batch_size: Samples per batch.
+        num_workers: DataLoader worker processes (at most ``dataset.num_shards`` do work).
+        drop_last: Drop partial batches (each worker's last one).
+        pin_memory / prefetch_factor / timeout / multiprocessing_context: As ``torch.utils.data.DataLoader``.
+
+    Returns:
+        A :class:`StreamingDataLoader`: batches ``{"pixel_values": (B, 3, H, W), "caption": list[str],
+        "label": (B,) long, "mask": (B, H, W) long, ...}``, plus ``skipped``, ``state_dict()``,
+        ``load_state_dict()``.
+    """
+    return StreamingDataLoader(
+        dataset,
+        batch_size,
+        num_workers,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch_factor,
+        timeout=timeout,
+        multiprocessing_context=multiprocessing_context,
+    )

@@ -33,7 +33,7 @@ _LAZY: dict[str, str] = {
     "load_checkpoint": "muse_hf.training.checkpointing",
     "latest_checkpoint": "muse_hf.training.checkpointing",
     "list_checkpoints": "muse_hf.training.checkpointing",
-    "ResumableBatches": "muse_hf.training.stream",
+    "EndlessLoader": "muse_hf.training.stream",
     "TokenizerTask": "muse_hf.training.tokenizer_task",
     "run_quickstart": "muse_hf.training.quickstart",
 }

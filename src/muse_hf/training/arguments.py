@@ -112,10 +112,10 @@ class MuseTrainingArguments:
     synthetic_seed: int = 0
     resolution: int = 64
     shuffle_buffer_size: int = 1000
+    """``datasets`` shuffle buffer (0: stream order). Resume never repeats samples; with a buffer, the samples
+    that sat in it at the checkpoint are not seen in that epoch (a ``datasets`` limitation), so bit-exact
+    resumption needs 0."""
     dataloader_num_workers: int = 0
-    data_resume: Literal["auto", "state", "skip"] = "auto"
-    """How a resumed run finds its place in the data stream (see muse_hf.training.stream): the dataset's
-    state_dict (fast) or replaying the epoch and skipping the batches already seen (always exact)."""
 
     # --- optimisation ---
     train_batch_size: int = 32

@@ -39,9 +39,9 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from muse_hf.training.arguments import TokenizerTrainingArguments
-    from muse_hf.training.stream import ResumableBatches
+    from muse_hf.training.stream import EndlessLoader
 
-__all__ = ["TokenizerTask", "TokenizerTrainModule", "DiscriminatorModule", "collate_image_text"]
+__all__ = ["TokenizerTask", "TokenizerTrainModule", "DiscriminatorModule"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,20 +97,6 @@ class DiscriminatorModule(nn.Module):
     def forward(self, real: torch.Tensor, fake: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         """Discriminator loss terms for real ``(B, 3, H, W)`` and (detached) fake images."""
         return self.adversarial.discriminator_loss(real, fake, step)
-
-
-def collate_image_text(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack stream samples: ``pixel_values`` (B, 3, H, W), ``caption`` list, ``label`` (B,), ``mask`` (B, H, W)
-    (the last two only when every sample has them)."""
-    batch: dict[str, Any] = {
-        "pixel_values": torch.stack([torch.as_tensor(s["pixel_values"]) for s in samples]),  # (B, 3, H, W)
-        "caption": [str(s.get("caption") or "") for s in samples],
-    }
-    if all(s.get("label") is not None for s in samples):
-        batch["label"] = torch.as_tensor([int(s["label"]) for s in samples], dtype=torch.long)  # (B,)
-    if all(s.get("mask") is not None for s in samples):
-        batch["mask"] = torch.stack([torch.as_tensor(s["mask"]).long() for s in samples])  # (B, H, W)
-    return batch
 
 
 def _attention_grid(attention: torch.Tensor, latents: torch.Tensor) -> tuple[int, int]:
@@ -297,30 +283,34 @@ class TokenizerTask(TrainingTask):
         return {k: [p for p in v if p.requires_grad] for k, v in groups.items() if any(p.requires_grad for p in v)}
 
     def open_dataset(self, split: str, accelerator: Accelerator | None = None) -> Any:
-        """This process's shard of ``train_data``/``split`` as a torch IterableDataset of processed samples."""
+        """This process's shard of ``train_data``/``split`` (``muse_hf.data.load_image_text_stream``)."""
         from muse_hf.data import load_image_text_stream
 
         a = self.args
-        kwargs: dict[str, Any] = {"shuffle_buffer_size": a.shuffle_buffer_size, "seed": a.seed}
-        if a.image_column or a.caption_column:
-            kwargs["columns"] = {k: v for k, v in (("image", a.image_column), ("caption", a.caption_column)) if v}
-        if accelerator is not None and accelerator.num_processes > 1:
-            kwargs["rank"] = accelerator.process_index
-            kwargs["world_size"] = accelerator.num_processes
-        return load_image_text_stream(a.train_data, split=split, image_processor=self.image_processor, **kwargs)
+        return load_image_text_stream(
+            a.train_data,
+            split=split,
+            image_processor=self.image_processor,
+            image_column=a.image_column,
+            caption_column=a.caption_column,
+            shuffle_buffer=a.shuffle_buffer_size,
+            seed=a.seed,
+            accelerator=accelerator,
+        )
 
-    def train_stream(self, accelerator: Accelerator) -> ResumableBatches:  # noqa: D102
-        from muse_hf.training.stream import ResumableBatches
+    def train_stream(self, accelerator: Accelerator) -> EndlessLoader:  # noqa: D102
+        from muse_hf.data import make_dataloader
+        from muse_hf.training.stream import EndlessLoader
 
         a = self.args
-        return ResumableBatches(
+        loader = make_dataloader(
             self.open_dataset(a.train_split, accelerator),
-            batch_size=a.train_batch_size,
-            collate_fn=collate_image_text,
+            a.train_batch_size,
             num_workers=a.dataloader_num_workers,
-            mode=a.data_resume,
+            drop_last=True,
             pin_memory=accelerator.device.type == "cuda",
         )
+        return EndlessLoader(loader)
 
     # ------------------------------------------------------------------ step
     def training_step(self, modules: dict[str, nn.Module], batch: dict[str, Any], step: int) -> StepOutput:  # noqa: D102

@@ -308,6 +308,13 @@ def test_auto_classes_round_trip(tiny_config, tmp_path) -> None:
         assert torch.equal(value, auto.state_dict()[key]), key
     assert isinstance(AutoModel.from_config(cfg), MuseTokenizerModel)
 
+    from transformers import AutoImageProcessor
+
+    from muse_hf.models import MuseImageProcessor
+
+    MuseImageProcessor().save_pretrained(tmp_path)
+    assert isinstance(AutoImageProcessor.from_pretrained(tmp_path), MuseImageProcessor)
+
 
 # ---------------------------------------------------------------------------------------------------- real checkpoints
 VISION = {

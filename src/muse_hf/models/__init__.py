@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .configuration_muse import PRESETS, MuseTokenizerConfig
 from .grad_ops import GradientScale, SpectralGradientFilter, grad_scale, spectral_grad_filter
+from .image_processing_muse import MuseImageProcessor
 from .modeling_muse import (
     MuseDecoderOutput,
     MuseEncoderOutput,
@@ -18,6 +19,7 @@ __all__ = [
     "GradientScale",
     "MuseDecoderOutput",
     "MuseEncoderOutput",
+    "MuseImageProcessor",
     "MusePreTrainedModel",
     "MuseTokenizerConfig",
     "MuseTokenizerModel",
@@ -33,15 +35,12 @@ __all__ = [
 
 
 def register_auto_classes() -> None:
-    """Register the MUSE classes with transformers' ``AutoConfig`` / ``AutoModel`` (and ``AutoImageProcessor``
-    once the image processor exists). Idempotent."""
-    from transformers import AutoConfig, AutoModel
+    """Register the MUSE classes with transformers' ``AutoConfig``, ``AutoModel`` and ``AutoImageProcessor``.
 
-    try:
-        AutoConfig.register(MuseTokenizerConfig.model_type, MuseTokenizerConfig)
-    except ValueError:  # already registered
-        pass
-    try:
-        AutoModel.register(MuseTokenizerConfig, MuseTokenizerModel)
-    except ValueError:
-        pass
+    Idempotent; ``import muse_hf`` already does the same registration.
+    """
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+    AutoConfig.register(MuseTokenizerConfig.model_type, MuseTokenizerConfig, exist_ok=True)
+    AutoModel.register(MuseTokenizerConfig, MuseTokenizerModel, exist_ok=True)
+    AutoImageProcessor.register(MuseTokenizerConfig, slow_image_processor_class=MuseImageProcessor, exist_ok=True)

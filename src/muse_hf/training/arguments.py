@@ -246,7 +246,11 @@ class MuseTrainingArguments:
                         "save_pretrained (e.g. a previous stage's output_dir)."
                     )
             elif not is_hub_id(self.init_from) or _hub_offline():
-                raise ValueError(f"init_from={self.init_from!r} does not exist locally (and cannot be fetched).")
+                raise ValueError(
+                    f"init_from={self.init_from!r} does not exist locally (and cannot be fetched from the Hub). Train "
+                    "the stage that writes it first (e.g. the previous stage of the curriculum), or point init_from "
+                    "at a save_pretrained folder."
+                )
 
         # resume / output dir
         out = Path(self.output_dir).expanduser()

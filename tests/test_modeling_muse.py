@@ -437,7 +437,10 @@ def test_from_pretrained_components_replace_last_initialises_blocks(tmp_path, ro
     assert model.encode(torch.randn(1, 3, 32, 32)).latents.shape == (1, model.config.latent_channels, 4, 4)
 
 
-def test_from_pretrained_components_errors(tmp_path) -> None:
+def test_from_pretrained_components_errors(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match="Could not fetch 'config.json'"):
+        MuseTokenizerModel.from_pretrained_components("OpenGVLab/InternVL3-1B-hf")
     _save_dc_ae(tmp_path / "dcae")
     with pytest.raises(ValueError, match="not an InternVL checkpoint"):
         MuseTokenizerModel.from_pretrained_components(tmp_path / "dcae", None, preset="tiny")

@@ -580,16 +580,12 @@ def _resolve(path_or_id: str | os.PathLike, filename: str, revision: str | None,
 
     try:
         return hf_hub_download(path, filename, revision=revision)
-    except EntryNotFoundError:
-        if required:
-            raise
-        return None
-    except Exception as err:  # offline, unknown repo, ...
-        if not required and "404" in str(err):
+    except Exception as err:  # offline, unknown repo, missing file, ...
+        if not required and isinstance(err, EntryNotFoundError):
             return None
         raise ValueError(
-            f"Could not fetch {filename!r} from {path!r}: {err}. Pass a local folder, or make sure the Hub is reachable "
-            "(HF_HUB_OFFLINE unset) and the repository id is right."
+            f"Could not fetch {filename!r} from {path!r} ({type(err).__name__}: {err}). Pass a local folder, or make "
+            "sure the Hub is reachable (HF_HUB_OFFLINE unset) and the repository id is right."
         ) from err
 
 

@@ -52,19 +52,6 @@ _RAW_PIXEL_PROBE_SIZE = 32  # raw-pixel probe floor: images area-downsampled to 
 # ------------------------------------------------------------------------------------------------- data
 
 
-def _collate(samples: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """Stack stream samples into a batch; ``label``/``mask`` only when every sample has one."""
-    batch: dict[str, Any] = {
-        "pixel_values": torch.stack([torch.as_tensor(s["pixel_values"]) for s in samples]),  # (B, 3, H, W)
-        "caption": [str(s.get("caption", "")) for s in samples],
-    }
-    if all(s.get("label") is not None for s in samples):
-        batch["label"] = torch.as_tensor([int(s["label"]) for s in samples], dtype=torch.long)  # (B,)
-    if all(s.get("mask") is not None for s in samples):
-        batch["mask"] = torch.stack([torch.as_tensor(s["mask"]).long() for s in samples])  # (B, H, W)
-    return batch
-
-
 def _open_stream(data: Any, split: str, image_processor: Any) -> Iterable[Mapping[str, Any]]:
     """A path / Hub id / ``datasets`` split -> the package's streaming loader; an iterable of samples as is."""
     import datasets
@@ -81,6 +68,9 @@ def _open_stream(data: Any, split: str, image_processor: Any) -> Iterable[Mappin
 
 
 def _batches(stream: Iterable[Mapping[str, Any]], batch_size: int, max_samples: int) -> Iterator[dict[str, Any]]:
+    """Batches of at most ``batch_size`` samples (``muse_hf.data.collate_samples``), ``max_samples`` in all."""
+    from muse_hf.data import collate_samples
+
     buffer: list[Mapping[str, Any]] = []
     seen = 0
     for sample in stream:
@@ -89,12 +79,12 @@ def _batches(stream: Iterable[Mapping[str, Any]], batch_size: int, max_samples: 
         buffer.append(sample)
         seen += 1
         if len(buffer) == batch_size or seen == max_samples:
-            yield _collate(buffer)
+            yield collate_samples(buffer)
             buffer = []
         if seen >= max_samples:
             return
     if buffer:
-        yield _collate(buffer)
+        yield collate_samples(buffer)
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -124,7 +114,7 @@ def _latent_grid(model: nn.Module, pixel_values: torch.Tensor) -> tuple[int, int
     grid = getattr(getattr(model, "config", None), "latent_grid", None)
     if grid is not None:
         return int(grid[0]), int(grid[1])
-    with torch.inference_mode():
+    with torch.no_grad():
         latents = model.encode(pixel_values[:1]).latents  # (1, c, h, w)
     return int(latents.shape[-2]), int(latents.shape[-1])
 
@@ -147,7 +137,7 @@ def measure_throughput(model: nn.Module, pixel_values: torch.Tensor, repeats: in
     """
     device = pixel_values.device
     enc_t, dec_t = [], []
-    with torch.inference_mode():
+    with torch.no_grad():
         latents = model.encode(pixel_values).latents  # warm-up, (B, c, h, w)
         model.decode(latents)
         for _ in range(repeats):
@@ -208,10 +198,11 @@ def _run_variant(
 
     device, dtype = _device_dtype(model)
     pv = batch["pixel_values"].to(device=device, dtype=dtype)  # (B, 3, H, W)
-    with torch.inference_mode():
-        enc = model.encode(pv, output_attentions=True)
-        recon = model.decode(enc.latents).sample  # (B, 3, H, W) processor space
-        feats = model.get_image_features(pv)  # (B, semantic_dim)
+    with torch.no_grad():
+        # one encoder pass: semantic_embeds is exactly get_image_features(pv) (un-normalised pooled embedding)
+        enc = model.encode(pv, output_attentions=True, output_semantic=True)
+        recon = model.decode(enc.latents, output_size=tuple(pv.shape[-2:])).sample  # (B, 3, H, W) processor space
+        feats = enc.semantic_embeds  # (B, semantic_dim)
     images01 = image_processor.to_unit_range(pv.float().cpu())
     recon01 = image_processor.postprocess(recon, output_type="pt")
     if recon01.shape[-2:] != images01.shape[-2:]:
@@ -239,25 +230,48 @@ def _class_text_features(text_embedder: Any, prompts: Any) -> torch.Tensor:
     """``(K, d)`` class embeddings: the renormalised mean of each class's prompt embeddings."""
     if isinstance(prompts, Mapping):
         prompts = [prompts[k] for k in sorted(prompts)]
-    rows = []
-    for p in prompts:
-        texts = [p] if isinstance(p, str) else list(p)
-        emb = F.normalize(torch.as_tensor(text_embedder.embed(texts)).float(), dim=-1)  # (T, d)
-        rows.append(F.normalize(emb.mean(dim=0), dim=-1))
+    per_class = [[p] if isinstance(p, str) else list(p) for p in prompts]
+    flat = [t for texts in per_class for t in texts]
+    emb = F.normalize(torch.as_tensor(text_embedder.embed(flat)).float().cpu(), dim=-1)  # (sum T_k, d), one call
+    rows, start = [], 0
+    for texts in per_class:
+        rows.append(F.normalize(emb[start : start + len(texts)].mean(dim=0), dim=-1))
+        start += len(texts)
     return torch.stack(rows)  # (K, d)
 
 
+def _stream_class_names(stream: Any) -> list[str] | None:
+    """Class names of the stream's ``ClassLabel`` label column, when it has one."""
+    import datasets
+
+    features = getattr(getattr(stream, "hf_dataset", None), "features", None)
+    column = getattr(stream, "label_column", None)
+    if features is not None and column in features and isinstance(features[column], datasets.ClassLabel):
+        return list(features[column].names)
+    return None
+
+
 def _zero_shot(
-    features: dict[str, torch.Tensor], labels: torch.Tensor | None, text_embedder: Any
+    features: dict[str, torch.Tensor],
+    labels: torch.Tensor | None,
+    text_embedder: Any,
+    class_names: Sequence[str] | None,
 ) -> dict[str, Any]:
     if labels is None:
         return unavailable_entry("the evaluation data has no 'label' column")
+    baseline = majority_class_accuracy(labels)
     if text_embedder is None:
-        return unavailable_entry("no text embedder (pass text_embedder=, e.g. muse_hf.objectives.load_text_embedder())")
+        return unavailable_entry(
+            "no text embedder (pass text_embedder=, e.g. muse_hf.objectives.load_text_embedder())", baseline=baseline
+        )
     from muse_hf.data import zero_shot_prompts
 
-    class_feats = _class_text_features(text_embedder, zero_shot_prompts())
-    baseline = majority_class_accuracy(labels)
+    prompts = zero_shot_prompts(label_names=class_names)  # one list of templated prompts per class
+    if int(labels.max()) >= len(prompts):
+        return unavailable_entry(
+            f"label {int(labels.max())} has no class name ({len(prompts)} classes); pass class_names=", baseline=baseline
+        )
+    class_feats = _class_text_features(text_embedder, prompts)  # (K, d)
     values: dict[str, float | None] = {}
     for name, feats in features.items():
         if feats.shape[1] != class_feats.shape[1]:
@@ -285,18 +299,15 @@ def _gradient_probe(
     model: nn.Module, batch: Mapping[str, Any], text_embedder: Any, teacher: nn.Module | None, image_processor: Any
 ) -> tuple[dict[str, Any] | None, float | None, str | None]:
     """Gradient-conflict probe on one batch: full result, headline cosine, reason when unavailable."""
-    try:
-        from muse_hf.objectives import (
-            LogitScale,
-            default_param_groups,
-            gradient_conflict,
-            semantic_nce_loss,
-            shared_block_parameters,
-            topology_alignment_loss,
-        )
-    except ImportError as err:
-        return None, None, f"muse_hf.objectives.gradient_conflict is not available: {err}"
-    from muse_hf.objectives import ReconstructionLoss
+    from muse_hf.objectives import (
+        LogitScale,
+        ReconstructionLoss,
+        default_param_groups,
+        gradient_conflict,
+        semantic_nce_loss,
+        shared_block_parameters,
+        topology_alignment_loss,
+    )
 
     device, dtype = _device_dtype(model)
     pv = batch["pixel_values"].to(device=device, dtype=dtype)
@@ -383,6 +394,8 @@ def evaluate_tokenizer(
     segmentation_method: str = "kmeans",
     probe_gradients: bool = True,
     num_figure_images: int = 4,
+    throughput_repeats: int = 3,
+    class_names: Sequence[str] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate a MUSE tokenizer on the paper's Table 1 metrics, each beside its floors.
@@ -406,6 +419,9 @@ def evaluate_tokenizer(
         segmentation_method: ``"kmeans"`` or ``"spectral"`` clustering of attention rows.
         probe_gradients: Run the gradient-conflict probe on the first batch.
         num_figure_images: Images shown in the figures.
+        throughput_repeats: Timed encode/decode runs on the first batch (median reported).
+        class_names: Zero-shot class names, index = label (default: the label column's ``ClassLabel`` names,
+            else ``muse_hf.data.LABEL_NAMES`` of the synthetic scenes).
         seed: Seed of the untrained model, the clustering and the probe split.
 
     Returns:
@@ -483,13 +499,14 @@ def evaluate_tokenizer(
         num += pv.shape[0]
     if first_batch is None or grid is None:
         raise ValueError(f"no samples were read from {data!r} (split {split!r}); check the path, split and columns")
-    skipped = getattr(stream, "num_skipped", None)
-    if skipped is None and hasattr(stream, "skip_counts"):
-        skipped = stream.skip_counts
+    skipped = dict(getattr(stream, "skipped", {}) or {})
     if skipped:
-        notes.append(f"samples skipped while streaming (undecodable/invalid): {skipped}")
+        notes.append(f"samples skipped while streaming, by reason: {skipped}")
 
-    label_tensor = torch.cat(labels) if labels and sum(len(x) for x in labels) == num else None
+    # labels: the stream gives -1 to a sample without one; zero-shot and the probe use the labelled samples only
+    all_labels = torch.cat(labels) if labels and sum(len(x) for x in labels) == num else None
+    labelled = all_labels >= 0 if all_labels is not None else None
+    label_tensor = all_labels[labelled] if labelled is not None and bool(labelled.any()) else None
     metrics: dict[str, Any] = {}
     mean = _Accumulator.mean
 
@@ -519,10 +536,13 @@ def evaluate_tokenizer(
         metrics["topology_kl"] = unavailable_entry("no teacher attention (no masks for MaskAffinityTeacher) or no student attention")
 
     features = {name: torch.cat(a.features) for name, a in accs.items()}
-    metrics["zero_shot_accuracy"] = _zero_shot(features, label_tensor, text_embedder)
+    if label_tensor is not None:
+        features = {name: f[labelled] for name, f in features.items()}
+    names = list(class_names) if class_names is not None else _stream_class_names(stream)
+    metrics["zero_shot_accuracy"] = _zero_shot(features, label_tensor, text_embedder, names)
     if label_tensor is not None:
         probe = {name: _probe(f, label_tensor, seed) for name, f in features.items()}
-        raw = _probe(torch.cat(raw_pixels), label_tensor, seed)
+        raw = _probe(torch.cat(raw_pixels)[labelled], label_tensor, seed)
         reason = None if probe["model"] is not None else "too few samples or classes for a train/test split"
         metrics["linear_probe_accuracy"] = metric_entry(probe["model"], probe.get("untrained"), raw, reason=reason)
     else:
@@ -548,7 +568,7 @@ def evaluate_tokenizer(
     # throughput
     device, dtype = _device_dtype(model)
     tp_batch = first_batch["pixel_values"].to(device=device, dtype=dtype)
-    tps = {name: measure_throughput(m, tp_batch) for name, m in variants.items()}
+    tps = {name: measure_throughput(m, tp_batch, throughput_repeats) for name, m in variants.items()}
     for key in ("encode", "decode"):
         metrics[f"{key}_throughput"] = metric_entry(
             tps["model"][key], tps["untrained"][key] if "untrained" in tps else None, batch_size=int(tp_batch.shape[0]), device=str(device)
@@ -616,8 +636,8 @@ def _photo_metrics(variants: Mapping[str, nn.Module], image_processor: Any, grid
     values: dict[str, dict[str, float]] = {}
     for name, m in variants.items():
         device, dtype = _device_dtype(m)
-        with torch.inference_mode():
-            recon = m.decode(m.encode(pv.to(device=device, dtype=dtype)).latents).sample
+        with torch.no_grad():
+            recon = m.decode(m.encode(pv.to(device=device, dtype=dtype)).latents, output_size=tuple(pv.shape[-2:])).sample
         recon01 = image_processor.postprocess(recon, output_type="pt")
         values[name] = {"psnr": psnr(recon01, images01).mean().item(), "ssim": ssim(recon01, images01).mean().item()}
     bicubic = bicubic_roundtrip(images01, grid)
@@ -646,11 +666,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no_untrained", action="store_true", help="skip the untrained-model floor")
     parser.add_argument("--no_photos", action="store_true", help="skip the scikit-image photo check")
     parser.add_argument("--no_gradient_probe", action="store_true")
+    parser.add_argument("--throughput_repeats", type=int, default=3)
     parser.add_argument("--device", default=None, help="e.g. cuda, cpu (default: cuda if available)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(None if argv is None else list(argv))
 
-    from muse_hf.models import MuseImageProcessor, MuseTokenizerModel
+    from muse_hf import MuseImageProcessor, MuseTokenizerModel
     from muse_hf.objectives import StructuralTeacher, load_text_embedder
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -673,6 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         compare_untrained=not args.no_untrained,
         segmentation_method=args.segmentation_method,
         probe_gradients=not args.no_gradient_probe,
+        throughput_repeats=args.throughput_repeats,
         seed=args.seed,
     )
     print(Path(args.out) / "report.md")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
@@ -309,7 +310,8 @@ def linear_probe_accuracy(
     if len(np.unique(y_tr)) < 2:
         raise ValueError("the linear probe's training split holds a single class; evaluate more samples")
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))
-    probe.fit(x_tr, y_tr)
+    with threadpool_limits(limits=1):  # small problems: BLAS threads only oversubscribe the CPU
+        probe.fit(x_tr, y_tr)
     return {
         "accuracy": float(probe.score(x_te, y_te)),
         "train_accuracy": float(probe.score(x_tr, y_tr)),

@@ -97,10 +97,10 @@ METRIC_SPECS: dict[str, MetricSpec] = {
         "muse_hf.objectives.gradient_conflict on one batch; group and pair named in the notes",
     ),
     "encode_throughput": MetricSpec(
-        "Encode throughput", "images/s", True, "n/a", "encode() under inference_mode, after one warm-up batch",
+        "Encode throughput", "images/s", True, "n/a", "encode() under no_grad, after one warm-up batch",
     ),
     "decode_throughput": MetricSpec(
-        "Decode throughput", "images/s", True, "n/a", "decode() under inference_mode, after one warm-up batch",
+        "Decode throughput", "images/s", True, "n/a", "decode() under no_grad, after one warm-up batch",
     ),
 }
 
@@ -284,9 +284,8 @@ def save_reconstruction_grid(
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(title, fontsize=8)
-    fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -341,9 +340,8 @@ def save_attention_maps(
                 axes[i][0].plot((q % w + 0.5) * width / w, (q // w + 0.5) * height / h, "r+", markersize=8)
         axes[i][0].set_xticks([])
         axes[i][0].set_yticks([])
-    fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -378,8 +376,7 @@ def save_metric_bars(result: Mapping[str, Any], path: str | os.PathLike[str]) ->
             ax.set_ylabel(spec.unit, fontsize=7)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -156,7 +156,9 @@ def test_gradient_conflict_validates_inputs():
         gradient_conflict(model, {"only": loss})
     model.b.requires_grad_(False)
     with pytest.raises(ValueError, match=r"\['b'\]"):
-        gradient_conflict(model, {"x": loss, "y": loss}, {"a": list(model.a.parameters()), "b": list(model.b.parameters())})
+        gradient_conflict(
+            model, {"x": loss, "y": loss}, {"a": list(model.a.parameters()), "b": list(model.b.parameters())}
+        )
     # default for a non-MUSE model: one group with every parameter
     result = gradient_conflict(model, {"x": loss, "y": 2 * loss})
     assert result.cosine["all"][("x", "y")] == pytest.approx(1.0, rel=1e-6)
@@ -258,9 +260,14 @@ def test_probe_decoupled_zero_and_shared_nonzero(tiny_config):
     assert dec.cosine["values"][("topology", "reconstruction")] == 0.0
     assert dec.norms["topology"]["reconstruction"] == 0.0 and dec.norms["topology"]["semantic"] == 0.0
     assert dec.cosine["topology"][("topology", "reconstruction")] == 0.0
-    assert dec.norms["values"]["reconstruction"] > 0 and dec.group_share["topology"]["topology"] == pytest.approx(1.0)
+    assert dec.norms["values"]["reconstruction"] > 0 and dec.group_share["topology"][
+        "topology"
+    ] == pytest.approx(1.0)
     # shared: the same losses interfere on the values
     assert shared.norms["values"]["topology"] > 0
     assert abs(shared.cosine["values"][("topology", "reconstruction")]) > 1e-6
-    assert shared.cos("mlp", "semantic", "reconstruction") == shared.cosine["mlp"][("reconstruction", "semantic")]
+    assert (
+        shared.cos("mlp", "semantic", "reconstruction")
+        == shared.cosine["mlp"][("reconstruction", "semantic")]
+    )
     assert not math.isnan(shared.cos("mlp", "semantic", "reconstruction"))

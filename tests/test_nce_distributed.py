@@ -13,7 +13,13 @@ from muse_hf.objectives import semantic_nce_loss
 
 WORLD = 2
 SIZES = [3, 2]  # uneven local batches
-CAPTIONS = ["a red circle", "a blue square", "two green stars", "a red circle", "a yellow cross"]  # dup across ranks
+CAPTIONS = [
+    "a red circle",
+    "a blue square",
+    "two green stars",
+    "a red circle",
+    "a yellow cross",
+]  # dup across ranks
 
 
 def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,9 +37,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         for scaled in (True, False):
             img = images[lo:hi].clone().requires_grad_()
             txt = texts[lo:hi].clone().requires_grad_()
-            loss = semantic_nce_loss(
-                img, txt, 3.0, captions=CAPTIONS[lo:hi], scale_grad_by_world_size=scaled
-            )
+            loss = semantic_nce_loss(img, txt, 3.0, captions=CAPTIONS[lo:hi], scale_grad_by_world_size=scaled)
             loss.backward()
             results[scaled] = (loss.detach(), img.grad, txt.grad)
         not_gathered = semantic_nce_loss(images[lo:hi], texts[lo:hi], 3.0, gather=False)

@@ -37,7 +37,11 @@ def test_perceptual_missing_weights_error_names_them(tmp_path):
     with pytest.raises(OSError) as err:
         ReconstructionLoss(perceptual_weight=1.0, local_files_only=True)
     message = str(err.value)
-    assert "facebook/convnext-tiny-224" in message and "hf download" in message and "perceptual_weight=0" in message
+    assert (
+        "facebook/convnext-tiny-224" in message
+        and "hf download" in message
+        and "perceptual_weight=0" in message
+    )
     with pytest.raises(OSError, match="could not be loaded"):
         PerceptualLoss(tmp_path / "no-weights-here")
 
@@ -53,7 +57,9 @@ def tiny_convnext(tmp_path_factory) -> str:
 def test_perceptual_term_with_a_saved_convnext(tiny_convnext):
     torch.manual_seed(1)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    loss_fn = ReconstructionLoss(perceptual_weight=2.0, perceptual_model=tiny_convnext, input_mean=mean, input_std=std)
+    loss_fn = ReconstructionLoss(
+        perceptual_weight=2.0, perceptual_model=tiny_convnext, input_mean=mean, input_std=std
+    )
     assert loss_fn.perceptual is not None and not loss_fn.perceptual.model.training
     target = (torch.rand(2, 3, 32, 32) - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     assert loss_fn(target, target)["perceptual"].item() == pytest.approx(0.0, abs=1e-7)
@@ -105,7 +111,9 @@ def test_lecam_zero_when_emas_match_and_positive_otherwise():
 
 def test_adversarial_off_before_start_step_and_on_after():
     torch.manual_seed(3)
-    adv = AdversarialLoss(PatchDiscriminator(base_channels=8, num_layers=2), start_step=10, weight=0.5, lecam_weight=0.1)
+    adv = AdversarialLoss(
+        PatchDiscriminator(base_channels=8, num_layers=2), start_step=10, weight=0.5, lecam_weight=0.1
+    )
     real = torch.randn(2, 3, 32, 32)
     fake = torch.randn(2, 3, 32, 32, requires_grad=True)
     assert not adv.is_active(9) and adv.is_active(10)

@@ -96,9 +96,15 @@ def tiny_clip_text(tmp_path_factory, minilm_tokenizer) -> str:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("clip_text")
     config = CLIPTextConfig(
-        vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, projection_dim=24, max_position_embeddings=40,
-        pad_token_id=minilm_tokenizer.pad_token_id, eos_token_id=minilm_tokenizer.sep_token_id,
+        vocab_size=minilm_tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        projection_dim=24,
+        max_position_embeddings=40,
+        pad_token_id=minilm_tokenizer.pad_token_id,
+        eos_token_id=minilm_tokenizer.sep_token_id,
     )
     CLIPTextModelWithProjection(config).save_pretrained(path)
     minilm_tokenizer.save_pretrained(path)
@@ -110,8 +116,13 @@ def tiny_siglip_text(tmp_path_factory, minilm_tokenizer) -> str:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("siglip_text")
     config = SiglipTextConfig(
-        vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=16, projection_size=20,
+        vocab_size=minilm_tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        projection_size=20,
         pad_token_id=minilm_tokenizer.pad_token_id,
     )
     SiglipTextModel(config).save_pretrained(path)
@@ -136,7 +147,9 @@ def test_clip_text_embedder(tiny_clip_text):
     # the embedding is the model's own projected EOS output
     enc = embedder.tokenizer(["a red circle"], return_tensors="pt")
     direct = embedder.model(**enc).text_embeds
-    torch.testing.assert_close(embedder.embed(["a red circle"]), torch.nn.functional.normalize(direct, dim=-1))
+    torch.testing.assert_close(
+        embedder.embed(["a red circle"]), torch.nn.functional.normalize(direct, dim=-1)
+    )
 
 
 def test_siglip_text_embedder(tiny_siglip_text):
@@ -168,7 +181,9 @@ def test_packaged_minilm_orders_captions_by_meaning():
     embedder = load_text_embedder()
     assert isinstance(embedder, SentenceTransformerEmbedder)
     assert embedder.dim == 384
-    emb = embedder.embed(["a red circle on the left", "a red round disc at the left side", "a dog running on grass"])
+    emb = embedder.embed(
+        ["a red circle on the left", "a red round disc at the left side", "a dog running on grass"]
+    )
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(3))
     similar, dissimilar = float(emb[0] @ emb[1]), float(emb[0] @ emb[2])
     assert similar > dissimilar + 0.2
@@ -177,3 +192,13 @@ def test_packaged_minilm_orders_captions_by_meaning():
 def test_missing_text_model_error(tmp_path):
     with pytest.raises(OSError, match="packaged MiniLM"):
         load_text_embedder(tmp_path / "nothing-here")
+
+
+def test_nce_is_float32_under_autocast():
+    torch.manual_seed(5)
+    img, txt = torch.randn(64, 32), torch.randn(64, 32)
+    reference = semantic_nce_loss(img, txt, 100.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = semantic_nce_loss(img, txt, 100.0)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, reference, rtol=1e-6, atol=1e-6)

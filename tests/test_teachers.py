@@ -11,17 +11,24 @@ from transformers import (
     CLIPModel,
     CLIPVisionConfig,
     CLIPVisionModel,
-    DINOv3ViTConfig,
-    DINOv3ViTModel,
     Dinov2Config,
     Dinov2Model,
     Dinov2WithRegistersConfig,
     Dinov2WithRegistersModel,
+    DINOv3ViTConfig,
+    DINOv3ViTModel,
 )
 
 from muse_hf.objectives import MaskAffinityTeacher, StructuralTeacher, interpolate_attention
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, patch_size=2, image_size=32)
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    patch_size=2,
+    image_size=32,
+)
 
 TEACHERS = {
     "dinov3": (DINOv3ViTConfig, DINOv3ViTModel, dict(num_register_tokens=4)),
@@ -104,7 +111,9 @@ def test_preprocessor_config_stats_and_clip_defaults(saved_teachers, tmp_path):
     assert abs(float(clip.image_mean.flatten()[0]) - 0.48145466) < 1e-6
     # a full CLIP checkpoint loads its vision tower
     full = tmp_path / "clip_full"
-    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=99)
+    text = dict(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=99
+    )
     CLIPModel(CLIPConfig(text_config=text, vision_config=dict(TINY))).save_pretrained(full)
     teacher = StructuralTeacher.from_pretrained(full)
     assert type(teacher.model).__name__ == "CLIPVisionModel"
@@ -140,6 +149,7 @@ def test_interpolation_preserves_block_structure():
 
     Bilinear filtering blurs one cell across each quadrant border, so border tokens keep a little less.
     """
+
     def quadrant_ids(h: int, w: int) -> torch.Tensor:
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         return ((ys >= h // 2).long() * 2 + (xs >= w // 2).long()).flatten()

@@ -49,7 +49,9 @@ def test_head_and_layer_broadcasting():
     teacher_heads = _random_attention(2, 2, 9, 9, seed=4)
     averaged = teacher_heads.mean(1, keepdim=True)
     # a teacher with fewer (not 1) heads is averaged, then broadcast
-    assert torch.equal(topology_alignment_loss(student, teacher_heads), topology_alignment_loss(student, averaged))
+    assert torch.equal(
+        topology_alignment_loss(student, teacher_heads), topology_alignment_loss(student, averaged)
+    )
     # one teacher tensor serves every student layer
     layers = [student, _random_attention(2, 8, 9, 9, seed=5)]
     per_layer = torch.stack([topology_alignment_loss(s, averaged) for s in layers]).mean()
@@ -76,3 +78,12 @@ def test_bad_inputs_raise():
         topology_alignment_loss([], a)
     with pytest.raises(ValueError, match=r"\(B, heads, N, N\)"):
         topology_alignment_loss(a[0], a)
+
+
+def test_float32_under_autocast():
+    a = _random_attention(2, 4, 16, 16, seed=10)
+    b = _random_attention(2, 1, 16, 16, seed=11)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = topology_alignment_loss(a.bfloat16(), b)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, topology_alignment_loss(a.bfloat16().float(), b))

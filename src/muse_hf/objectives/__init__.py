@@ -82,37 +82,4 @@ def __dir__() -> list[str]:
     return sorted(list(globals()) + list(_LAZY))
 
 
-__all__ = [
-    "StructuralTeacher",
-    "MaskAffinityTeacher",
-    "interpolate_attention",
-    "normalize_attention_rows",
-    "topology_alignment_loss",
-    "TextEmbedder",
-    "CLIPTextEmbedder",
-    "SiglipTextEmbedder",
-    "SentenceTransformerEmbedder",
-    "default_text_embedder_path",
-    "load_text_embedder",
-    "LogitScale",
-    "semantic_nce_loss",
-    "caption_ids",
-    "ReconstructionLoss",
-    "PerceptualLoss",
-    "PatchDiscriminator",
-    "hinge_d_loss",
-    "hinge_g_loss",
-    "LeCamEMA",
-    "AdversarialLoss",
-    "adaptive_adversarial_weight",
-    "DEFAULT_PERCEPTUAL_MODEL",
-    "GradientScale",
-    "SpectralGradientFilter",
-    "grad_scale",
-    "spectral_grad_filter",
-    "GradientConflictResult",
-    "gradient_conflict",
-    "default_param_groups",
-    "shared_block_parameters",
-    "soft_routing_penalty",
-]
+__all__ = list(_LAZY)

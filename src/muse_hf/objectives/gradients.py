@@ -87,7 +87,11 @@ class GradientConflictResult:
         header = ["group"] + [f"cos({a},{b})" for a, b in pairs] + [f"share {n}" for n in names]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for g in groups:
-            row = [g] + [f"{self.cosine[g][p]:+.4f}" for p in pairs] + [f"{self.group_share[g][n]:.3f}" for n in names]
+            row = (
+                [g]
+                + [f"{self.cosine[g][p]:+.4f}" for p in pairs]
+                + [f"{self.group_share[g][n]:.3f}" for n in names]
+            )
             lines.append("| " + " | ".join(row) + " |")
         return "\n".join(lines)
 
@@ -117,10 +121,11 @@ def _flat_grads(
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of two flat vectors, 0 when either is exactly zero."""
-    na, nb = a.norm(), b.norm()
-    if na == 0 or nb == 0:
-        return a.new_zeros(())
-    return (a @ b) / (na * nb)
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        na, nb = a.norm(), b.norm()
+        if na == 0 or nb == 0:
+            return a.new_zeros(())
+        return (a @ b) / (na * nb)
 
 
 @torch.no_grad()
@@ -129,14 +134,18 @@ def _summarise(
 ) -> GradientConflictResult:
     result = GradientConflictResult()
     for g in groups:
-        result.cosine[g] = {(a, b): float(_cosine(grads[a][g], grads[b][g])) for a, b in itertools.combinations(names, 2)}
+        result.cosine[g] = {
+            (a, b): float(_cosine(grads[a][g], grads[b][g])) for a, b in itertools.combinations(names, 2)
+        }
         result.norms[g] = {n: float(grads[n][g].norm()) for n in names}
         total = sum(result.norms[g].values())
         result.objective_share[g] = {n: (v / total if total > 0 else 0.0) for n, v in result.norms[g].items()}
     for n in names:
         total_sq = sum(result.norms[g][n] ** 2 for g in groups)
         for g in groups:
-            result.group_share.setdefault(g, {})[n] = result.norms[g][n] ** 2 / total_sq if total_sq > 0 else 0.0
+            result.group_share.setdefault(g, {})[n] = (
+                result.norms[g][n] ** 2 / total_sq if total_sq > 0 else 0.0
+            )
     return result
 
 
@@ -169,7 +178,9 @@ def gradient_conflict(
     groups = {g: _unique_trainable(ps) for g, ps in param_groups.items()}
     empty = [g for g, ps in groups.items() if not ps]
     if empty:
-        raise ValueError(f"Parameter groups {empty} hold no trainable parameters; drop them or unfreeze them.")
+        raise ValueError(
+            f"Parameter groups {empty} hold no trainable parameters; drop them or unfreeze them."
+        )
     union = _unique_trainable(p for ps in groups.values() for p in ps)
     index = {id(p): i for i, p in enumerate(union)}
     names = list(losses)
@@ -177,7 +188,8 @@ def gradient_conflict(
     for name in names:
         flat = _flat_grads(losses[name], union)
         grads[name] = {
-            g: torch.cat([flat[index[id(p)]].detach().float().reshape(-1) for p in ps]) for g, ps in groups.items()
+            g: torch.cat([flat[index[id(p)]].detach().float().reshape(-1) for p in ps])
+            for g, ps in groups.items()
         }
     return _summarise(grads, names, list(groups))
 
@@ -258,7 +270,10 @@ def soft_routing_penalty(
         raise ValueError("soft_routing_penalty needs at least one trainable shared parameter.")
     if weight == 0:
         return loss_a.new_zeros(())
-    ga = torch.cat([g.reshape(-1) for g in _flat_grads(loss_a, params, create_graph=True)])
-    gb = torch.cat([g.reshape(-1) for g in _flat_grads(loss_b, params, create_graph=True)])
-    cos = (ga @ gb) / (ga.norm() * gb.norm() + eps)
+    ga = torch.cat([g.float().reshape(-1) for g in _flat_grads(loss_a, params, create_graph=True)])
+    gb = torch.cat([g.float().reshape(-1) for g in _flat_grads(loss_b, params, create_graph=True)])
+    with torch.autocast(
+        device_type=ga.device.type, enabled=False
+    ):  # a bf16 dot over millions of terms is noise
+        cos = (ga @ gb) / (ga.norm() * gb.norm() + eps)
     return weight * cos.pow(2)

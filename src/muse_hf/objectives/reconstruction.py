@@ -68,7 +68,11 @@ class PerceptualLoss(nn.Module):
         from muse_hf.objectives.teachers import _load_image_stats, _missing_offline
 
         name = str(model_id_or_path)
-        repo = name if "/" in name and not os.path.isabs(name) and not name.startswith(".") else DEFAULT_PERCEPTUAL_MODEL
+        repo = (
+            name
+            if "/" in name and not os.path.isabs(name) and not name.startswith(".")
+            else DEFAULT_PERCEPTUAL_MODEL
+        )
         message = (
             f"The perceptual loss network {name!r} could not be loaded: its weights are not on this machine. "
             f"Download them where there is network access, e.g. `hf download {repo} --local-dir weights/perceptual`, "
@@ -87,8 +91,12 @@ class PerceptualLoss(nn.Module):
             mean, std = _load_image_stats(name, model.config.model_type, **hub_kwargs)
             image_mean = image_mean if image_mean is not None else mean
             image_std = image_std if image_std is not None else std
-        self.register_buffer("image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False)
-        self.register_buffer("image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self.register_buffer(
+            "image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False
+        )
+        self.register_buffer(
+            "image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False
+        )
 
     def train(self, mode: bool = True) -> PerceptualLoss:
         """The feature network always stays in eval mode."""
@@ -149,13 +157,19 @@ class ReconstructionLoss(nn.Module):
         super().__init__()
         if min(l2_weight, l1_weight, perceptual_weight) < 0:
             raise ValueError("Reconstruction loss weights must be >= 0.")
-        self.l2_weight, self.l1_weight, self.perceptual_weight = float(l2_weight), float(l1_weight), float(perceptual_weight)
+        self.l2_weight, self.l1_weight, self.perceptual_weight = (
+            float(l2_weight),
+            float(l1_weight),
+            float(perceptual_weight),
+        )
         self.perceptual: PerceptualLoss | None = None
         if self.perceptual_weight > 0:
             if isinstance(perceptual_model, PerceptualLoss):
                 self.perceptual = perceptual_model
             else:
-                self.perceptual = PerceptualLoss(perceptual_model or DEFAULT_PERCEPTUAL_MODEL, **perceptual_kwargs)
+                self.perceptual = PerceptualLoss(
+                    perceptual_model or DEFAULT_PERCEPTUAL_MODEL, **perceptual_kwargs
+                )
         mean = torch.tensor(input_mean if input_mean is not None else (0.0, 0.0, 0.0), dtype=torch.float32)
         std = torch.tensor(input_std if input_std is not None else (1.0, 1.0, 1.0), dtype=torch.float32)
         self.register_buffer("input_mean", mean.view(1, 3, 1, 1), False)
@@ -181,7 +195,8 @@ class ReconstructionLoss(nn.Module):
         perceptual = rec.new_zeros(())
         if self.perceptual is not None:
             perceptual = self.perceptual(
-                (rec * self.input_std + self.input_mean).clamp(0, 1), (tgt * self.input_std + self.input_mean).clamp(0, 1)
+                (rec * self.input_std + self.input_mean).clamp(0, 1),
+                (tgt * self.input_std + self.input_mean).clamp(0, 1),
             )
         total = self.l2_weight * l2 + self.l1_weight * l1 + self.perceptual_weight * perceptual
         return {"loss": total, "l2": l2, "l1": l1, "perceptual": perceptual}
@@ -229,7 +244,11 @@ class PatchDiscriminator(nn.Module):
         for i in range(1, num_layers + 1):
             out = base_channels * min(2**i, 8)
             stride = 2 if i < num_layers else 1
-            layers += [conv(channels, out, stride, norm == "none"), normalization(out), nn.LeakyReLU(0.2, True)]
+            layers += [
+                conv(channels, out, stride, norm == "none"),
+                normalization(out),
+                nn.LeakyReLU(0.2, True),
+            ]
             channels = out
         layers.append(conv(channels, 1, 1, True))
         self.main = nn.Sequential(*layers)
@@ -401,7 +420,9 @@ class AdversarialLoss(nn.Module):
                 )
         return weight * g_loss
 
-    def discriminator_loss(self, real_images: torch.Tensor, fake_images: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def discriminator_loss(
+        self, real_images: torch.Tensor, fake_images: torch.Tensor, step: int
+    ) -> dict[str, torch.Tensor]:
         """Discriminator loss on real images and (detached) reconstructions.
 
         Args:

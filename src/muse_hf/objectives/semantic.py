@@ -54,7 +54,9 @@ class TextEmbedder:
         batch_size: strings encoded per forward pass.
     """
 
-    def __init__(self, device: str | torch.device | None = None, cache_size: int = 65536, batch_size: int = 64):
+    def __init__(
+        self, device: str | torch.device | None = None, cache_size: int = 65536, batch_size: int = 64
+    ):
         if cache_size < 0 or batch_size <= 0:
             raise ValueError(f"cache_size must be >= 0 and batch_size > 0, got {cache_size}, {batch_size}.")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -132,7 +134,10 @@ class _TransformersTextEmbedder(TextEmbedder):
         super().__init__(device=device, **kwargs)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.tokenizer = tokenizer
-        limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+        limits = [
+            getattr(model.config, "max_position_embeddings", None),
+            getattr(tokenizer, "model_max_length", None),
+        ]
         self.max_length = min(int(v) for v in limits if v is not None and v < 10**6)
 
     def _move(self, device: torch.device) -> None:
@@ -236,7 +241,10 @@ class SentenceTransformerEmbedder(TextEmbedder):
     """
 
     def __init__(
-        self, model_id_or_path: str | os.PathLike | None = None, device: str | torch.device | None = None, **kwargs
+        self,
+        model_id_or_path: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        **kwargs,
     ):
         from sentence_transformers import SentenceTransformer
 
@@ -246,7 +254,10 @@ class SentenceTransformerEmbedder(TextEmbedder):
         self.model = SentenceTransformer(path, device=str(self.device), **kwargs)
         self.model.eval()
         self.model.requires_grad_(False)
-        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        getter = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         self._dim = int(getter())
 
     @property
@@ -258,7 +269,11 @@ class SentenceTransformerEmbedder(TextEmbedder):
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         return self.model.encode(
-            texts, batch_size=self.batch_size, convert_to_tensor=True, device=str(self.device), show_progress_bar=False
+            texts,
+            batch_size=self.batch_size,
+            convert_to_tensor=True,
+            device=str(self.device),
+            show_progress_bar=False,
         )
 
 
@@ -355,7 +370,10 @@ def caption_ids(captions: Sequence[str], device: torch.device | str | None = Non
     Returns:
         ``(B,)`` int64 tensor.
     """
-    ids = [int.from_bytes(hashlib.blake2b(c.encode("utf-8"), digest_size=8).digest(), "little") >> 1 for c in captions]
+    ids = [
+        int.from_bytes(hashlib.blake2b(c.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+        for c in captions
+    ]
     return torch.tensor(ids, dtype=torch.long, device=device)
 
 
@@ -397,7 +415,8 @@ def semantic_nce_loss(
 ) -> torch.Tensor:
     """Symmetric InfoNCE between image and text embeddings (paper eq. 5), with cross-process negatives.
 
-    Both inputs are L2-normalised; ``logits = scale * img @ txt.T``; the loss is the mean of the
+    Both inputs are L2-normalised; ``logits = scale * img @ txt.T`` (in float32, also under autocast); the loss is
+    the mean of the
     image->text and text->image cross-entropies with the diagonal as positives.
 
     Duplicates: when ``captions`` are given, an off-diagonal pair with identical captions is not a negative
@@ -462,10 +481,12 @@ def semantic_nce_loss(
         if ids is not None:
             ids = _gather_rows(ids, sizes, rank)  # (B_global,)
     # Every process evaluates the whole global batch, so the positives are the global diagonal.
-    logits = scale * img @ txt.T  # (B_global, B_global) image -> text
-    if ids is not None:
-        duplicate = ids[:, None] == ids[None, :]  # (B_global, B_global)
-        duplicate.fill_diagonal_(False)
-        logits = logits.masked_fill(duplicate, float("-inf"))
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    # fp32 logits even under autocast (bf16 would quantise logits of scale ~100 by ~0.4)
+    with torch.autocast(device_type=img.device.type, enabled=False):
+        logits = scale * img @ txt.T  # (B_global, B_global) image -> text
+        if ids is not None:
+            duplicate = ids[:, None] == ids[None, :]  # (B_global, B_global)
+            duplicate.fill_diagonal_(False)
+            logits = logits.masked_fill(duplicate, float("-inf"))
+        labels = torch.arange(logits.shape[0], device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))

@@ -105,16 +105,24 @@ def interpolate_attention(
             "patch grid (without CLS/register tokens)."
         )
     if source_grid != target_grid:
-        n_tgt = target_grid[0] * target_grid[1]
-        attn = attention.float()
-        # key axis: (B*H*N_src, 1, hk, wk) -> (B*H*N_src, 1, h, w)
-        attn = attn.reshape(batch * heads * n_src, 1, *source_grid)
-        attn = _resize_grid(attn, target_grid).reshape(batch * heads, n_src, n_tgt)
-        # query axis: (B*H, N_tgt, hq, wq) -> (B*H, N_tgt, h, w)
-        attn = attn.transpose(1, 2).reshape(batch * heads, n_tgt, *source_grid)
-        attn = _resize_grid(attn, target_grid).reshape(batch * heads, n_tgt, n_tgt)
-        attention = attn.transpose(1, 2).reshape(batch, heads, n_tgt, n_tgt)  # (B, H, N_q, N_k)
+        with torch.autocast(device_type=attention.device.type, enabled=False):  # float32 resampling
+            attention = _interpolate_4d(attention.float(), source_grid, target_grid)
     return normalize_attention_rows(attention)
+
+
+def _interpolate_4d(
+    attention: torch.Tensor, source_grid: tuple[int, int], target_grid: tuple[int, int]
+) -> torch.Tensor:
+    """Resizes ``(B, H, N_src, N_src)`` over the key grid, then the query grid (see interpolate_attention)."""
+    batch, heads, n_src, _ = attention.shape
+    n_tgt = target_grid[0] * target_grid[1]
+    # key axis: (B*H*N_src, 1, hk, wk) -> (B*H*N_src, 1, h, w)
+    attn = _resize_grid(attention.reshape(batch * heads * n_src, 1, *source_grid), target_grid)
+    attn = attn.reshape(batch * heads, n_src, n_tgt)
+    # query axis: (B*H, N_tgt, hq, wq) -> (B*H, N_tgt, h, w)
+    attn = attn.transpose(1, 2).reshape(batch * heads, n_tgt, *source_grid)
+    attn = _resize_grid(attn, target_grid).reshape(batch * heads, n_tgt, n_tgt)
+    return attn.transpose(1, 2).reshape(batch, heads, n_tgt, n_tgt)  # (B, H, N_q, N_k)
 
 
 def _missing_offline(model_id_or_path: str, hub_kwargs: dict) -> bool:
@@ -130,14 +138,19 @@ def _missing_offline(model_id_or_path: str, hub_kwargs: dict) -> bool:
         return False
     try:
         cached = huggingface_hub.try_to_load_from_cache(
-            model_id_or_path, "config.json", cache_dir=hub_kwargs.get("cache_dir"), revision=hub_kwargs.get("revision")
+            model_id_or_path,
+            "config.json",
+            cache_dir=hub_kwargs.get("cache_dir"),
+            revision=hub_kwargs.get("revision"),
         )
     except ValueError:  # not a valid repo id (e.g. a missing local path)
         return True
     return not isinstance(cached, str)
 
 
-def _load_image_stats(model_id_or_path: str, model_type: str, **hub_kwargs) -> tuple[list[float], list[float]]:
+def _load_image_stats(
+    model_id_or_path: str, model_type: str, **hub_kwargs
+) -> tuple[list[float], list[float]]:
     """Image mean/std from the checkpoint's ``preprocessor_config.json``, else the model family's defaults."""
     from transformers.utils import cached_file
     from transformers.utils.constants import (
@@ -217,12 +230,18 @@ class StructuralTeacher(nn.Module):
         self.model.eval()
         self.layers = layers
         self.average_heads = bool(average_heads)
-        self.image_size = image_size if image_size is None or isinstance(image_size, int) else tuple(image_size)
+        self.image_size = (
+            image_size if image_size is None or isinstance(image_size, int) else tuple(image_size)
+        )
         self.layer_reduction = layer_reduction
         self.patch_size = _pair(getattr(config, "patch_size", 16), "patch_size")
         self.num_register_tokens = int(getattr(config, "num_register_tokens", 0) or 0)
-        self.register_buffer("image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False)
-        self.register_buffer("image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self.register_buffer(
+            "image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False
+        )
+        self.register_buffer(
+            "image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False
+        )
 
     @classmethod
     def from_pretrained(
@@ -327,7 +346,9 @@ class StructuralTeacher(nn.Module):
                 "MuseImageProcessor.to_unit_range first."
             )
         height, width = self._input_size(images.shape[-2], images.shape[-1])
-        x = F.interpolate(images.float(), size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(
+            images.float(), size=(height, width), mode="bilinear", align_corners=False, antialias=True
+        )
         x = (x.clamp(0, 1) - self.image_mean) / self.image_std  # (B, 3, H', W')
         dtype = next(self.model.parameters()).dtype
         extra = {"interpolate_pos_encoding": True} if "CLIP" in type(self.model).__name__ else {}

@@ -30,7 +30,7 @@ def topology_alignment_loss(
 
     ``KL = sum_k t_k (log t_k - log s_k)`` per query row, computed in the log domain with both distributions
     clamped at ``eps`` (so zeros in either never give ``inf``/``nan``); identical inputs give exactly 0.
-    The teacher is treated as a constant (no gradient reaches it).
+    The teacher is treated as a constant (no gradient reaches it). Computed in float32, also under autocast.
 
     Head handling: a teacher with 1 head is broadcast to all student heads; a teacher whose head count
     differs from the student's is first averaged over its heads. Layer handling: one teacher tensor is
@@ -66,7 +66,8 @@ def topology_alignment_loss(
         if teacher.shape[1] not in (1, student.shape[1]):
             teacher = teacher.mean(dim=1, keepdim=True)  # (B, 1, N, N)
         student = student.float()
-        log_ratio = teacher.clamp_min(eps).log() - student.clamp_min(eps).log()  # (B, H, N, N) after broadcast
-        kl_rows = (teacher * log_ratio).sum(dim=-1)  # (B, H, N) one KL per query token
+        with torch.autocast(device_type=student.device.type, enabled=False):  # float32 even under autocast
+            log_ratio = teacher.clamp_min(eps).log() - student.clamp_min(eps).log()  # (B, H, N, N) broadcast
+            kl_rows = (teacher * log_ratio).sum(dim=-1)  # (B, H, N) one KL per query token
         losses.append(kl_rows.mean())
     return torch.stack(losses).mean()

@@ -22,7 +22,10 @@ class HashTextEmbedder:
         self.dim = dim
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        rows = [torch.randn(self.dim, generator=torch.Generator().manual_seed(zlib.crc32(t.encode()))) for t in texts]
+        rows = [
+            torch.randn(self.dim, generator=torch.Generator().manual_seed(zlib.crc32(t.encode())))
+            for t in texts
+        ]
         return torch.nn.functional.normalize(torch.stack(rows), dim=-1)  # (B, dim)
 
 
@@ -75,14 +78,25 @@ def test_report_has_every_field_and_rfid_unavailable(tiny_config, shapes_dir: Pa
     assert rfid["value"] is None and rfid["status"] == "unavailable" and "weights" in rfid["reason"]
 
     # every computed metric stands beside its floors
-    for key in ("psnr", "ssim", "attention_miou", "attention_pixel_accuracy", "linear_probe_accuracy", "topology_kl"):
+    for key in (
+        "psnr",
+        "ssim",
+        "attention_miou",
+        "attention_pixel_accuracy",
+        "linear_probe_accuracy",
+        "topology_kl",
+    ):
         entry = metrics[key]
         assert entry["status"] == "ok", (key, entry)
-        assert math.isfinite(entry["value"]) and entry["untrained"] is not None and entry["baseline"] is not None, key
+        assert (
+            math.isfinite(entry["value"]) and entry["untrained"] is not None and entry["baseline"] is not None
+        ), key
     # the model under test *is* an untrained model built with seed 0: the untrained floor reproduces it exactly
     assert metrics["psnr"]["value"] == pytest.approx(metrics["psnr"]["untrained"])
     assert 0.0 <= metrics["attention_miou"]["value"] <= 1.0 and 0.0 < metrics["ssim"]["baseline"] <= 1.0
-    assert metrics["zero_shot_accuracy"]["status"] == "ok" and metrics["zero_shot_accuracy"]["num_classes"] > 1
+    assert (
+        metrics["zero_shot_accuracy"]["status"] == "ok" and metrics["zero_shot_accuracy"]["num_classes"] > 1
+    )
     assert metrics["encode_throughput"]["value"] > 0 and metrics["decode_throughput"]["value"] > 0
     assert metrics["gradient_cosine"]["status"] == "ok" and -1.0 <= metrics["gradient_cosine"]["value"] <= 1.0
     assert "reconstruction|semantic" in result["gradient_conflict"]["model"]["cosine"]["shared_blocks"]
@@ -106,8 +120,25 @@ def test_cli_reports_missing_pieces_with_reasons(tiny_config, shapes_dir: Path, 
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     out = tmp_path / "eval"
-    args = ["--model", str(tmp_path / "model"), "--data", str(shapes_dir), "--out", str(out), "--max_samples", "4"]
-    args += ["--batch_size", "4", "--no_untrained", "--no_photos", "--no_gradient_probe", "--throughput_repeats", "1"]
+    args = [
+        "--model",
+        str(tmp_path / "model"),
+        "--data",
+        str(shapes_dir),
+        "--out",
+        str(out),
+        "--max_samples",
+        "4",
+    ]
+    args += [
+        "--batch_size",
+        "4",
+        "--no_untrained",
+        "--no_photos",
+        "--no_gradient_probe",
+        "--throughput_repeats",
+        "1",
+    ]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     # the packaged MiniLM embedder is 384-d, the test model's semantic_dim is 16: zero-shot says so, no number

@@ -15,7 +15,13 @@ from muse_hf.evaluation.metrics import (
     zero_shot_accuracy,
     zero_shot_predict,
 )
-from muse_hf.evaluation.report import METRIC_SPECS, metric_entry, render_report, unavailable_entry, write_report
+from muse_hf.evaluation.report import (
+    METRIC_SPECS,
+    metric_entry,
+    render_report,
+    unavailable_entry,
+    write_report,
+)
 from muse_hf.evaluation.segmentation import (
     SEGMENTATION_METHOD,
     attention_segmentation,

@@ -67,7 +67,9 @@ def _open_stream(data: Any, split: str, image_processor: Any) -> Iterable[Mappin
     )
 
 
-def _batches(stream: Iterable[Mapping[str, Any]], batch_size: int, max_samples: int) -> Iterator[dict[str, Any]]:
+def _batches(
+    stream: Iterable[Mapping[str, Any]], batch_size: int, max_samples: int
+) -> Iterator[dict[str, Any]]:
     """Batches of at most ``batch_size`` samples (``muse_hf.data.collate_samples``), ``max_samples`` in all."""
     from muse_hf.data import collate_samples
 
@@ -172,7 +174,9 @@ class _Accumulator:
         return float(np.mean(values)) if values else None
 
 
-def _teacher_attention(teacher: nn.Module, batch: Mapping[str, Any], images01: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
+def _teacher_attention(
+    teacher: nn.Module, batch: Mapping[str, Any], images01: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor | None:
     from muse_hf.objectives import MaskAffinityTeacher
 
     if isinstance(teacher, MaskAffinityTeacher):
@@ -201,12 +205,16 @@ def _run_variant(
     with torch.no_grad():
         # one encoder pass: semantic_embeds is exactly get_image_features(pv) (un-normalised pooled embedding)
         enc = model.encode(pv, output_attentions=True, output_semantic=True)
-        recon = model.decode(enc.latents, output_size=tuple(pv.shape[-2:])).sample  # (B, 3, H, W) processor space
+        recon = model.decode(
+            enc.latents, output_size=tuple(pv.shape[-2:])
+        ).sample  # (B, 3, H, W) processor space
         feats = enc.semantic_embeds  # (B, semantic_dim)
     images01 = image_processor.to_unit_range(pv.float().cpu())
     recon01 = image_processor.postprocess(recon, output_type="pt")
     if recon01.shape[-2:] != images01.shape[-2:]:
-        raise ValueError(f"decoded size {tuple(recon01.shape[-2:])} != input size {tuple(images01.shape[-2:])}")
+        raise ValueError(
+            f"decoded size {tuple(recon01.shape[-2:])} != input size {tuple(images01.shape[-2:])}"
+        )
     acc.psnr += psnr(recon01, images01).tolist()
     acc.ssim += ssim(recon01, images01).tolist()
     if acc.rfid is not None:
@@ -232,7 +240,9 @@ def _class_text_features(text_embedder: Any, prompts: Any) -> torch.Tensor:
         prompts = [prompts[k] for k in sorted(prompts)]
     per_class = [[p] if isinstance(p, str) else list(p) for p in prompts]
     flat = [t for texts in per_class for t in texts]
-    emb = F.normalize(torch.as_tensor(text_embedder.embed(flat)).float().cpu(), dim=-1)  # (sum T_k, d), one call
+    emb = F.normalize(
+        torch.as_tensor(text_embedder.embed(flat)).float().cpu(), dim=-1
+    )  # (sum T_k, d), one call
     rows, start = [], 0
     for texts in per_class:
         rows.append(F.normalize(emb[start : start + len(texts)].mean(dim=0), dim=-1))
@@ -262,14 +272,16 @@ def _zero_shot(
     baseline = majority_class_accuracy(labels)
     if text_embedder is None:
         return unavailable_entry(
-            "no text embedder (pass text_embedder=, e.g. muse_hf.objectives.load_text_embedder())", baseline=baseline
+            "no text embedder (pass text_embedder=, e.g. muse_hf.objectives.load_text_embedder())",
+            baseline=baseline,
         )
     from muse_hf.data import zero_shot_prompts
 
     prompts = zero_shot_prompts(label_names=class_names)  # one list of templated prompts per class
     if int(labels.max()) >= len(prompts):
         return unavailable_entry(
-            f"label {int(labels.max())} has no class name ({len(prompts)} classes); pass class_names=", baseline=baseline
+            f"label {int(labels.max())} has no class name ({len(prompts)} classes); pass class_names=",
+            baseline=baseline,
         )
     class_feats = _class_text_features(text_embedder, prompts)  # (K, d)
     values: dict[str, float | None] = {}
@@ -296,7 +308,11 @@ def _probe(features: torch.Tensor, labels: torch.Tensor, seed: int) -> float | N
 
 
 def _gradient_probe(
-    model: nn.Module, batch: Mapping[str, Any], text_embedder: Any, teacher: nn.Module | None, image_processor: Any
+    model: nn.Module,
+    batch: Mapping[str, Any],
+    text_embedder: Any,
+    teacher: nn.Module | None,
+    image_processor: Any,
 ) -> tuple[dict[str, Any] | None, float | None, str | None]:
     """Gradient-conflict probe on one batch: full result, headline cosine, reason when unavailable."""
     from muse_hf.objectives import (
@@ -316,12 +332,20 @@ def _gradient_probe(
     try:
         with torch.enable_grad():
             out = model(pv, output_attentions=True, output_semantic=True)
-            losses: dict[str, torch.Tensor] = {"reconstruction": ReconstructionLoss().to(device)(out.sample, pv)["loss"]}
+            losses: dict[str, torch.Tensor] = {
+                "reconstruction": ReconstructionLoss().to(device)(out.sample, pv)["loss"]
+            }
             if text_embedder is not None and out.semantic_embeds is not None:
-                text = torch.as_tensor(text_embedder.embed(batch["caption"])).to(device=device, dtype=out.semantic_embeds.dtype)
+                text = torch.as_tensor(text_embedder.embed(batch["caption"])).to(
+                    device=device, dtype=out.semantic_embeds.dtype
+                )
                 if text.shape[-1] == out.semantic_embeds.shape[-1]:
                     losses["semantic"] = semantic_nce_loss(
-                        out.semantic_embeds, text, LogitScale().to(device)(), captions=batch["caption"], gather=False
+                        out.semantic_embeds,
+                        text,
+                        LogitScale().to(device)(),
+                        captions=batch["caption"],
+                        gather=False,
                     )
             if teacher is not None and out.attentions:
                 images01 = image_processor.to_unit_range(pv.float().cpu())
@@ -339,7 +363,9 @@ def _gradient_probe(
         model.train(was_training)
         model.zero_grad(set_to_none=True)
     group = "shared_blocks" if "shared_blocks" in result.cosine else next(iter(result.cosine))
-    headline = result.cosine[group].get(("semantic", "reconstruction"), result.cosine[group].get(("reconstruction", "semantic")))
+    headline = result.cosine[group].get(
+        ("semantic", "reconstruction"), result.cosine[group].get(("reconstruction", "semantic"))
+    )
     return {"headline_group": group, **result.to_dict()}, headline, None
 
 
@@ -351,7 +377,9 @@ def _grid_of(out: Any) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------ figures
 
 
-def _query_points(batch: Mapping[str, Any], grid: tuple[int, int], count: int, per_image: int = 3) -> list[list[int]]:
+def _query_points(
+    batch: Mapping[str, Any], grid: tuple[int, int], count: int, per_image: int = 3
+) -> list[list[int]]:
     """Query tokens for the attention figure: the centre token of up to ``per_image`` regions (objects first)."""
     h, w = grid
     if "mask" not in batch:
@@ -481,7 +509,9 @@ def evaluate_tokenizer(
         if t_attn is not None:
             n_tok = grid[0] * grid[1]
             uniform = torch.full((1, 1, n_tok, n_tok), 1.0 / n_tok)
-            uniform_kl += [float(topology_alignment_loss(uniform, t_attn[i : i + 1])) for i in range(pv.shape[0])]
+            uniform_kl += [
+                float(topology_alignment_loss(uniform, t_attn[i : i + 1])) for i in range(pv.shape[0])
+            ]
         side = min(_RAW_PIXEL_PROBE_SIZE, images01.shape[-1]), min(_RAW_PIXEL_PROBE_SIZE, images01.shape[-2])
         raw_pixels.append(F.adaptive_avg_pool2d(images01, (side[1], side[0])).flatten(1))  # (B, 3*h'*w')
         if "label" in batch:
@@ -498,7 +528,9 @@ def evaluate_tokenizer(
             }
         num += pv.shape[0]
     if first_batch is None or grid is None:
-        raise ValueError(f"no samples were read from {data!r} (split {split!r}); check the path, split and columns")
+        raise ValueError(
+            f"no samples were read from {data!r} (split {split!r}); check the path, split and columns"
+        )
     skipped = dict(getattr(stream, "skipped", {}) or {})
     if skipped:
         notes.append(f"samples skipped while streaming, by reason: {skipped}")
@@ -514,7 +546,12 @@ def evaluate_tokenizer(
         return {"untrained": mean(getattr(accs["untrained"], key)) if "untrained" in accs else None}
 
     for key in ("psnr", "ssim"):
-        metrics[key] = metric_entry(mean(getattr(accs["model"], key)), baseline=mean(getattr(base, key)), num_samples=num, **floors(key))
+        metrics[key] = metric_entry(
+            mean(getattr(accs["model"], key)),
+            baseline=mean(getattr(base, key)),
+            num_samples=num,
+            **floors(key),
+        )
     rfid = accs["model"].rfid.result()  # type: ignore[union-attr]
     metrics["rfid"] = metric_entry(
         rfid["value"],
@@ -525,15 +562,25 @@ def evaluate_tokenizer(
     )
     if "mask" in first_batch and accs["model"].miou:
         for key, name in (("miou", "attention_miou"), ("pixel_accuracy", "attention_pixel_accuracy")):
-            metrics[name] = metric_entry(mean(getattr(accs["model"], key)), baseline=mean(getattr(base, key)), **floors(key))
+            metrics[name] = metric_entry(
+                mean(getattr(accs["model"], key)), baseline=mean(getattr(base, key)), **floors(key)
+            )
     else:
-        reason = "the evaluation data has no instance masks" if "mask" not in first_batch else "the model returned no topology attention (empty topology_layers)"
+        reason = (
+            "the evaluation data has no instance masks"
+            if "mask" not in first_batch
+            else "the model returned no topology attention (empty topology_layers)"
+        )
         metrics["attention_miou"] = unavailable_entry(reason)
         metrics["attention_pixel_accuracy"] = unavailable_entry(reason)
     if accs["model"].kl:
-        metrics["topology_kl"] = metric_entry(mean(accs["model"].kl), baseline=mean(uniform_kl), teacher=type(teacher).__name__, **floors("kl"))
+        metrics["topology_kl"] = metric_entry(
+            mean(accs["model"].kl), baseline=mean(uniform_kl), teacher=type(teacher).__name__, **floors("kl")
+        )
     else:
-        metrics["topology_kl"] = unavailable_entry("no teacher attention (no masks for MaskAffinityTeacher) or no student attention")
+        metrics["topology_kl"] = unavailable_entry(
+            "no teacher attention (no masks for MaskAffinityTeacher) or no student attention"
+        )
 
     features = {name: torch.cat(a.features) for name, a in accs.items()}
     if label_tensor is not None:
@@ -544,7 +591,9 @@ def evaluate_tokenizer(
         probe = {name: _probe(f, label_tensor, seed) for name, f in features.items()}
         raw = _probe(torch.cat(raw_pixels)[labelled], label_tensor, seed)
         reason = None if probe["model"] is not None else "too few samples or classes for a train/test split"
-        metrics["linear_probe_accuracy"] = metric_entry(probe["model"], probe.get("untrained"), raw, reason=reason)
+        metrics["linear_probe_accuracy"] = metric_entry(
+            probe["model"], probe.get("untrained"), raw, reason=reason
+        )
     else:
         metrics["linear_probe_accuracy"] = unavailable_entry("the evaluation data has no 'label' column")
 
@@ -559,7 +608,10 @@ def evaluate_tokenizer(
         why = None if headline is not None else conflict["model"].get("unavailable", "not computed")
         group = conflict["model"].get("headline_group") if headline is not None else None
         metrics["gradient_cosine"] = metric_entry(
-            headline, conflict.get("untrained_headline"), reason=why, note=f"cos(semantic, reconstruction) on group {group!r}" if group else ""
+            headline,
+            conflict.get("untrained_headline"),
+            reason=why,
+            note=f"cos(semantic, reconstruction) on group {group!r}" if group else "",
         )
         conflict = {k: v for k, v in conflict.items() if not k.endswith("_headline")}
     else:
@@ -571,7 +623,10 @@ def evaluate_tokenizer(
     tps = {name: measure_throughput(m, tp_batch, throughput_repeats) for name, m in variants.items()}
     for key in ("encode", "decode"):
         metrics[f"{key}_throughput"] = metric_entry(
-            tps["model"][key], tps["untrained"][key] if "untrained" in tps else None, batch_size=int(tp_batch.shape[0]), device=str(device)
+            tps["model"][key],
+            tps["untrained"][key] if "untrained" in tps else None,
+            batch_size=int(tp_batch.shape[0]),
+            device=str(device),
         )
 
     # real photos
@@ -594,7 +649,9 @@ def evaluate_tokenizer(
         "latent_grid": list(grid),
         "device": str(device),
         "seed": seed,
-        "segmentation_method": SEGMENTATION_METHOD.format(method=f"{segmentation_method} on attention rows", seed=seed),
+        "segmentation_method": SEGMENTATION_METHOD.format(
+            method=f"{segmentation_method} on attention rows", seed=seed
+        ),
         "metrics": metrics,
         "gradient_conflict": conflict,
         "figures": {},
@@ -606,13 +663,22 @@ def evaluate_tokenizer(
         extra = {f"{name} recon": r for name, r in figure["recon"].items() if name != "model"}
         extra["bicubic floor"] = figure["bicubic"]
         result["figures"]["reconstruction"] = str(
-            save_reconstruction_grid(figure["images"], figure["recon"]["model"], out / "reconstruction_grid.png", extra)
+            save_reconstruction_grid(
+                figure["images"], figure["recon"]["model"], out / "reconstruction_grid.png", extra
+            )
         )
         if figure["student"] is not None and figure["teacher"] is not None:
             k = figure["images"].shape[0]
             points = _query_points(figure["batch"], grid, k)
             result["figures"]["attention"] = str(
-                save_attention_maps(figure["images"], figure["student"][:k], figure["teacher"][:k], grid, points, out / "attention_maps.png")
+                save_attention_maps(
+                    figure["images"],
+                    figure["student"][:k],
+                    figure["teacher"][:k],
+                    grid,
+                    points,
+                    out / "attention_maps.png",
+                )
             )
         else:
             notes.append("attention figure skipped: no student or teacher attention")
@@ -622,7 +688,9 @@ def evaluate_tokenizer(
     return result
 
 
-def _photo_metrics(variants: Mapping[str, nn.Module], image_processor: Any, grid: tuple[int, int]) -> dict[str, Any]:
+def _photo_metrics(
+    variants: Mapping[str, nn.Module], image_processor: Any, grid: tuple[int, int]
+) -> dict[str, Any]:
     """PSNR/SSIM on the scikit-image photo check set, with the same floors."""
     try:
         from muse_hf.data import photo_check_set
@@ -637,14 +705,22 @@ def _photo_metrics(variants: Mapping[str, nn.Module], image_processor: Any, grid
     for name, m in variants.items():
         device, dtype = _device_dtype(m)
         with torch.no_grad():
-            recon = m.decode(m.encode(pv.to(device=device, dtype=dtype)).latents, output_size=tuple(pv.shape[-2:])).sample
+            recon = m.decode(
+                m.encode(pv.to(device=device, dtype=dtype)).latents, output_size=tuple(pv.shape[-2:])
+            ).sample
         recon01 = image_processor.postprocess(recon, output_type="pt")
-        values[name] = {"psnr": psnr(recon01, images01).mean().item(), "ssim": ssim(recon01, images01).mean().item()}
+        values[name] = {
+            "psnr": psnr(recon01, images01).mean().item(),
+            "ssim": ssim(recon01, images01).mean().item(),
+        }
     bicubic = bicubic_roundtrip(images01, grid)
     base = {"psnr": psnr(bicubic, images01).mean().item(), "ssim": ssim(bicubic, images01).mean().item()}
     return {
         f"photo_{key}": metric_entry(
-            values["model"][key], values["untrained"][key] if "untrained" in values else None, base[key], num_samples=int(pv.shape[0])
+            values["model"][key],
+            values["untrained"][key] if "untrained" in values else None,
+            base[key],
+            num_samples=int(pv.shape[0]),
         )
         for key in ("psnr", "ssim")
     }
@@ -652,15 +728,27 @@ def _photo_metrics(variants: Mapping[str, nn.Module], image_processor: Any, grid
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python examples/evaluate.py --model PATH_OR_ID --data PATH_OR_ID [--split] [--out DIR] ...``."""
-    parser = argparse.ArgumentParser(prog="muse-hf evaluate", description="Evaluate a MUSE tokenizer (Table 1 metrics with floors).")
-    parser.add_argument("--model", required=True, help="save_pretrained folder or Hub id of a MuseTokenizerModel")
+    parser = argparse.ArgumentParser(
+        prog="muse-hf evaluate", description="Evaluate a MUSE tokenizer (Table 1 metrics with floors)."
+    )
+    parser.add_argument(
+        "--model", required=True, help="save_pretrained folder or Hub id of a MuseTokenizerModel"
+    )
     parser.add_argument("--data", required=True, help="dataset folder (parquet shards) or Hub id")
     parser.add_argument("--split", default="validation")
-    parser.add_argument("--out", default="outputs/eval", help="output folder for metrics.json, report.md, PNGs")
+    parser.add_argument(
+        "--out", default="outputs/eval", help="output folder for metrics.json, report.md, PNGs"
+    )
     parser.add_argument("--max_samples", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--rfid_weights", default=None, help="local Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth)")
-    parser.add_argument("--text_embedder", default=None, help="text embedder path/id (default: the packaged MiniLM)")
+    parser.add_argument(
+        "--rfid_weights",
+        default=None,
+        help="local Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth)",
+    )
+    parser.add_argument(
+        "--text_embedder", default=None, help="text embedder path/id (default: the packaged MiniLM)"
+    )
     parser.add_argument("--teacher", default=None, help="structural teacher path/id (default: mask affinity)")
     parser.add_argument("--segmentation_method", choices=("kmeans", "spectral"), default="kmeans")
     parser.add_argument("--no_untrained", action="store_true", help="skip the untrained-model floor")

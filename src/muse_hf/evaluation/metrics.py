@@ -72,7 +72,9 @@ def _check_pair(preds: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor
     preds = check_unit_images(preds, "preds")
     target = check_unit_images(target, "target")
     if preds.shape != target.shape:
-        raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have the same shape")
+        raise ValueError(
+            f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have the same shape"
+        )
     return preds, target
 
 
@@ -118,7 +120,9 @@ def bicubic_roundtrip(images: torch.Tensor, grid: tuple[int, int]) -> torch.Tens
     """
     images = check_unit_images(images)
     height, width = images.shape[-2:]
-    small = F.interpolate(images, size=tuple(grid), mode="bicubic", align_corners=False, antialias=True)  # (B,3,h,w)
+    small = F.interpolate(
+        images, size=tuple(grid), mode="bicubic", align_corners=False, antialias=True
+    )  # (B,3,h,w)
     return F.interpolate(small, size=(height, width), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
 
 
@@ -164,7 +168,9 @@ class RFIDAccumulator:
             return None
         reasons = []
         if importlib.util.find_spec("torch_fidelity") is None:
-            reasons.append("the torch-fidelity package is not installed (torchmetrics' FID needs it: pip install torch-fidelity)")
+            reasons.append(
+                "the torch-fidelity package is not installed (torchmetrics' FID needs it: pip install torch-fidelity)"
+            )
         if self.weights_path is None:
             reasons.append(
                 "no Inception-v3 weights given and none can be downloaded here (pass a local path to "
@@ -192,7 +198,13 @@ class RFIDAccumulator:
     def result(self) -> dict[str, Any]:
         """Return ``{"value", "status", "reason", "num_samples", "feature"}``; value is ``None`` when unavailable."""
         name = "inception-v3" if isinstance(self.feature, int) else f"custom:{type(self.feature).__name__}"
-        out: dict[str, Any] = {"value": None, "status": "unavailable", "reason": self._reason, "num_samples": self._count, "feature": name}
+        out: dict[str, Any] = {
+            "value": None,
+            "status": "unavailable",
+            "reason": self._reason,
+            "num_samples": self._count,
+            "feature": name,
+        }
         if self._reason is not None:
             return out
         if self._count < self.min_samples:
@@ -306,7 +318,9 @@ def linear_probe_accuracy(
         raise ValueError("features contain NaN or inf values")
     counts = np.bincount(y)
     stratify = y if counts[counts > 0].min() >= 2 else None
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=stratify
+    )
     if len(np.unique(y_tr)) < 2:
         raise ValueError("the linear probe's training split holds a single class; evaluate more samples")
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))

@@ -53,54 +53,95 @@ class MetricSpec:
 
 METRIC_SPECS: dict[str, MetricSpec] = {
     "psnr": MetricSpec(
-        "PSNR", "dB", True, "bicubic down-sampling to the latent grid and back",
+        "PSNR",
+        "dB",
+        True,
+        "bicubic down-sampling to the latent grid and back",
         "mean per-image PSNR (torchmetrics) of decode(encode(x)) on the evaluation split, capped at 100 dB",
     ),
     "ssim": MetricSpec(
-        "SSIM", "", True, "bicubic down-sampling to the latent grid and back",
+        "SSIM",
+        "",
+        True,
+        "bicubic down-sampling to the latent grid and back",
         "mean per-image SSIM (torchmetrics, Gaussian 11x11, sigma 1.5)",
     ),
     "rfid": MetricSpec(
-        "rFID", "", False, "bicubic down-sampling to the latent grid and back",
+        "rFID",
+        "",
+        False,
+        "bicubic down-sampling to the latent grid and back",
         "torchmetrics FrechetInceptionDistance (Inception-v3 pool 2048) between inputs and reconstructions",
     ),
     "photo_psnr": MetricSpec(
-        "PSNR (scikit-image photos)", "dB", True, "bicubic down-sampling to the latent grid and back",
+        "PSNR (scikit-image photos)",
+        "dB",
+        True,
+        "bicubic down-sampling to the latent grid and back",
         "mean per-image PSNR on muse_hf.data.photo_check_set (real photos)",
     ),
     "photo_ssim": MetricSpec(
-        "SSIM (scikit-image photos)", "", True, "bicubic down-sampling to the latent grid and back",
+        "SSIM (scikit-image photos)",
+        "",
+        True,
+        "bicubic down-sampling to the latent grid and back",
         "mean per-image SSIM on muse_hf.data.photo_check_set",
     ),
     "zero_shot_accuracy": MetricSpec(
-        "Zero-shot accuracy", "", True, "majority class",
+        "Zero-shot accuracy",
+        "",
+        True,
+        "majority class",
         "cosine argmax of get_image_features against the text embedder's label-prompt embeddings",
     ),
     "linear_probe_accuracy": MetricSpec(
-        "Linear-probe accuracy", "", True, "same probe on raw pixels (area-downsampled to <= 32x32)",
+        "Linear-probe accuracy",
+        "",
+        True,
+        "same probe on raw pixels (area-downsampled to <= 32x32)",
         "frozen get_image_features, StandardScaler + LogisticRegression, seeded stratified 50/50 split",
     ),
     "attention_miou": MetricSpec(
-        "Attention mIoU", "", True, "k-means on per-token mean colour",
+        "Attention mIoU",
+        "",
+        True,
+        "k-means on per-token mean colour",
         "last topology block's attention rows clustered and Hungarian-matched to instance masks",
     ),
     "attention_pixel_accuracy": MetricSpec(
-        "Attention pixel accuracy", "", True, "k-means on per-token mean colour",
+        "Attention pixel accuracy",
+        "",
+        True,
+        "k-means on per-token mean colour",
         "pixel accuracy of the same matched segmentation",
     ),
     "topology_kl": MetricSpec(
-        "Topology KL(teacher ‖ student)", "nats", False, "uniform attention",
+        "Topology KL(teacher ‖ student)",
+        "nats",
+        False,
+        "uniform attention",
         "topology_alignment_loss of the last topology block against the structural teacher",
     ),
     "gradient_cosine": MetricSpec(
-        "Gradient cosine (semantic vs reconstruction)", "", None, "n/a",
+        "Gradient cosine (semantic vs reconstruction)",
+        "",
+        None,
+        "n/a",
         "muse_hf.objectives.gradient_conflict on one batch; group and pair named in the notes",
     ),
     "encode_throughput": MetricSpec(
-        "Encode throughput", "images/s", True, "n/a", "encode() under no_grad, after one warm-up batch",
+        "Encode throughput",
+        "images/s",
+        True,
+        "n/a",
+        "encode() under no_grad, after one warm-up batch",
     ),
     "decode_throughput": MetricSpec(
-        "Decode throughput", "images/s", True, "n/a", "decode() under no_grad, after one warm-up batch",
+        "Decode throughput",
+        "images/s",
+        True,
+        "n/a",
+        "decode() under no_grad, after one warm-up batch",
     ),
 }
 
@@ -201,7 +242,14 @@ def render_report(result: Mapping[str, Any]) -> str:
         lines += ["", "## Attention segmentation method", "", str(result["segmentation_method"])]
     conflict = result.get("gradient_conflict")
     if conflict:
-        lines += ["", "## Gradient-conflict probe (one batch)", "", "```json", json.dumps(conflict, indent=1), "```"]
+        lines += [
+            "",
+            "## Gradient-conflict probe (one batch)",
+            "",
+            "```json",
+            json.dumps(conflict, indent=1),
+            "```",
+        ]
     if result.get("figures"):
         lines += ["", "## Figures", ""]
         lines += [f"![{name}]({Path(path).name})" for name, path in result["figures"].items()]
@@ -359,23 +407,40 @@ def save_metric_bars(result: Mapping[str, Any], path: str | os.PathLike[str]) ->
     keys = list(METRIC_SPECS)
     cols = 4
     rows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     colours = {"model": "#1f77b4", "untrained": "#aaaaaa", "baseline": "#ff7f0e"}
     for ax, key in zip(axes.flat, keys):
         spec = METRIC_SPECS[key]
         entry = metrics.get(key) or {}
-        vals = {"model": entry.get("value"), "untrained": entry.get("untrained"), "baseline": entry.get("baseline")}
+        vals = {
+            "model": entry.get("value"),
+            "untrained": entry.get("untrained"),
+            "baseline": entry.get("baseline"),
+        }
         names = [n for n, v in vals.items() if v is not None]
         title = spec.label if entry.get("status") == "ok" else f"{spec.label}\n(unavailable)"
         ax.set_title(title, fontsize=8)
         if names:
             bars = ax.bar(names, [vals[n] for n in names], color=[colours[n] for n in names])
             ax.bar_label(bars, fmt="%.3g", fontsize=7)
+        else:
+            ax.text(
+                0.5,
+                0.5,
+                "unavailable\n(see report.md)",
+                ha="center",
+                va="center",
+                fontsize=8,
+                transform=ax.transAxes,
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
         ax.tick_params(labelsize=7)
         if spec.unit:
             ax.set_ylabel(spec.unit, fontsize=7)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
+    fig.subplots_adjust(hspace=0.75, wspace=0.4)
     path = Path(path)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

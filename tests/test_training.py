@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
-
 from conftest import TINY_TEST_OVERRIDES
+from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,11 +123,15 @@ def test_arguments_refuse_output_dir_of_another_run(tmp_path: Path, shapes_dir: 
     (out / "training_args.yaml").write_text("task: tokenizer\n")
     with pytest.raises(ValueError, match="already holds another run"):
         _stage(_config(out, shapes_dir))
-    assert _stage(_config(out, shapes_dir, resume_from_checkpoint="latest")).resume_from_checkpoint == "latest"
+    assert (
+        _stage(_config(out, shapes_dir, resume_from_checkpoint="latest")).resume_from_checkpoint == "latest"
+    )
     assert _stage(_config(out, shapes_dir, overwrite_output_dir=True)).overwrite_output_dir
 
 
-def test_push_to_hub_fails_fast_offline(tmp_path: Path, shapes_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_push_to_hub_fails_fast_offline(
+    tmp_path: Path, shapes_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
     with pytest.raises(ValueError, match="--push_to_hub was given but the Hub cannot be reached"):
@@ -156,7 +159,15 @@ def test_checkpoints_atomic_rotation_and_latest(tmp_path: Path) -> None:
     for step in (1, 2, 3):
         with torch.no_grad():
             model.weight.fill_(float(step))
-        save_checkpoint(accelerator, tmp_path, step, {"note": step}, {"data": {"pos": step}}, {"ema": {"w": torch.ones(2) * step}}, total_limit=2)
+        save_checkpoint(
+            accelerator,
+            tmp_path,
+            step,
+            {"note": step},
+            {"data": {"pos": step}},
+            {"ema": {"w": torch.ones(2) * step}},
+            total_limit=2,
+        )
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-3"]
     # a half-written checkpoint (no marker) and a leftover temp dir are never picked
     (tmp_path / "checkpoint-9").mkdir()
@@ -254,7 +265,15 @@ def test_one_step_per_stage_changes_exactly_the_stage_parameters(tmp_path: Path,
 def test_resume_reproduces_the_uninterrupted_losses(tmp_path: Path, shapes_dir: Path) -> None:
     from muse_hf.training.loop import train
 
-    cfg = _config(tmp_path / "full", shapes_dir, max_train_steps=8, checkpointing_steps=3, semantic_weight=0.5, use_ema=True, ema_decay=0.9)
+    cfg = _config(
+        tmp_path / "full",
+        shapes_dir,
+        max_train_steps=8,
+        checkpointing_steps=3,
+        semantic_weight=0.5,
+        use_ema=True,
+        ema_decay=0.9,
+    )
     full = train(_stage(cfg))
     assert [int(r["step"]) for r in full.history] == list(range(1, 9))
 
@@ -288,7 +307,9 @@ def _nan_task(args: Any, nan_at: set[int]):
     return NaNTask(args)
 
 
-def test_nonfinite_loss_is_skipped_and_repeated_ones_stop_with_checkpoint_intact(tmp_path: Path, shapes_dir: Path) -> None:
+def test_nonfinite_loss_is_skipped_and_repeated_ones_stop_with_checkpoint_intact(
+    tmp_path: Path, shapes_dir: Path
+) -> None:
     from muse_hf.training.checkpointing import latest_checkpoint
     from muse_hf.training.loop import TrainingDivergedError, train
 
@@ -297,10 +318,20 @@ def test_nonfinite_loss_is_skipped_and_repeated_ones_stop_with_checkpoint_intact
     assert result.nonfinite_steps == 1 and result.global_step == 3  # the bad micro-batch did not count
     weights = _params(tmp_path / "once")
     assert all(torch.isfinite(w).all() for w in weights.values())
-    log = [json.loads(line) for line in (tmp_path / "once" / "logs" / "train_log.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line) for line in (tmp_path / "once" / "logs" / "train_log.jsonl").read_text().splitlines()
+    ]
     assert log[-1]["train/nonfinite_steps"] == 1.0
 
-    args = _stage(_config(tmp_path / "diverge", shapes_dir, max_train_steps=10, checkpointing_steps=2, max_consecutive_nonfinite=3))
+    args = _stage(
+        _config(
+            tmp_path / "diverge",
+            shapes_dir,
+            max_train_steps=10,
+            checkpointing_steps=2,
+            max_consecutive_nonfinite=3,
+        )
+    )
     with pytest.raises(TrainingDivergedError, match="checkpoint-2"):
         train(args, task=_nan_task(args, nan_at=set(range(3, 100))))
     last = latest_checkpoint(tmp_path / "diverge")
@@ -310,7 +341,9 @@ def test_nonfinite_loss_is_skipped_and_repeated_ones_stop_with_checkpoint_intact
 
 
 # ------------------------------------------------------------------------------------------------ SIGKILL
-def test_sigkill_during_save_resumes_from_previous_complete_checkpoint(tmp_path: Path, shapes_dir: Path) -> None:
+def test_sigkill_during_save_resumes_from_previous_complete_checkpoint(
+    tmp_path: Path, shapes_dir: Path
+) -> None:
     from muse_hf.training.checkpointing import COMPLETE_MARKER, DEBUG_PAUSE_ENV, latest_checkpoint
     from muse_hf.training.loop import train
 
@@ -332,7 +365,9 @@ def test_sigkill_during_save_resumes_from_previous_complete_checkpoint(tmp_path:
             if "debug pause inside save_checkpoint at step 4" in line or time.monotonic() > deadline:
                 break
         assert proc.poll() is None, "training exited before reaching the save of step 4"
-        assert (out / ".tmp-checkpoint-4" / "model.safetensors").is_file()  # accelerate's files half-way there
+        assert (
+            out / ".tmp-checkpoint-4" / "model.safetensors"
+        ).is_file()  # accelerate's files half-way there
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -340,7 +375,9 @@ def test_sigkill_during_save_resumes_from_previous_complete_checkpoint(tmp_path:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "checkpoint-4").exists()
-    assert latest_checkpoint(out).name == "checkpoint-2" and (out / "checkpoint-2" / COMPLETE_MARKER).is_file()
+    assert (
+        latest_checkpoint(out).name == "checkpoint-2" and (out / "checkpoint-2" / COMPLETE_MARKER).is_file()
+    )
 
     result = train(_stage({**cfg, "resume_from_checkpoint": "latest"}))
     assert result.resumed_from.endswith("checkpoint-2")

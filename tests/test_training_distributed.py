@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import TINY_TEST_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -209,19 +209,27 @@ class MuseTrainingArguments:
         from muse_hf.training.optim import SCHEDULER_NAMES
 
         if self.lr_scheduler not in SCHEDULER_NAMES:
-            raise ValueError(f"lr_scheduler={self.lr_scheduler!r} is unknown; choose one of {sorted(SCHEDULER_NAMES)}.")
+            raise ValueError(
+                f"lr_scheduler={self.lr_scheduler!r} is unknown; choose one of {sorted(SCHEDULER_NAMES)}."
+            )
         if self.lr_scheduler == "piecewise_constant" and not self.lr_step_rules:
-            raise ValueError("lr_scheduler=piecewise_constant needs lr_step_rules, e.g. '1:10000,0.5:20000,0.25'.")
+            raise ValueError(
+                "lr_scheduler=piecewise_constant needs lr_step_rules, e.g. '1:10000,0.5:20000,0.25'."
+            )
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}.")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be > 0 or null (no clipping), got {self.max_grad_norm}.")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
-            raise ValueError(f"checkpoints_total_limit must be >= 1 or null, got {self.checkpoints_total_limit}.")
+            raise ValueError(
+                f"checkpoints_total_limit must be >= 1 or null, got {self.checkpoints_total_limit}."
+            )
 
         # data
         if self.train_data is None:
-            raise ValueError("train_data is not set: give a local dataset folder or a Hub dataset id (--train_data).")
+            raise ValueError(
+                "train_data is not set: give a local dataset folder or a Hub dataset id (--train_data)."
+            )
         if not Path(self.train_data).expanduser().exists() and not self.build_synthetic_data:
             if is_hub_id(self.train_data):
                 if _hub_offline():
@@ -261,8 +269,15 @@ class MuseTrainingArguments:
                     f"resume_from_checkpoint={self.resume_from_checkpoint!r} is not a folder; use 'latest' or a "
                     f"checkpoint-<step> folder under {out}."
                 )
-        if out.is_dir() and any(out.iterdir()) and not self.overwrite_output_dir and self.resume_from_checkpoint is None:
-            holds_run = any((out / m).exists() for m in RUN_MARKERS) or bool(list_checkpoints(out, complete_only=False))
+        if (
+            out.is_dir()
+            and any(out.iterdir())
+            and not self.overwrite_output_dir
+            and self.resume_from_checkpoint is None
+        ):
+            holds_run = any((out / m).exists() for m in RUN_MARKERS) or bool(
+                list_checkpoints(out, complete_only=False)
+            )
             if holds_run:
                 raise ValueError(
                     f"output_dir={str(out)!r} already holds another run. Pass --resume_from_checkpoint latest to "
@@ -345,9 +360,13 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}.")
         if self.topology_weight == self.semantic_weight == self.reconstruction_weight == 0:
-            raise ValueError("All of topology_weight, semantic_weight and reconstruction_weight are 0: nothing to train.")
+            raise ValueError(
+                "All of topology_weight, semantic_weight and reconstruction_weight are 0: nothing to train."
+            )
         if self.gan_weight > 0 and self.reconstruction_weight == 0:
-            raise ValueError("gan_weight > 0 needs reconstruction_weight > 0 (the GAN acts on reconstructions).")
+            raise ValueError(
+                "gan_weight > 0 needs reconstruction_weight > 0 (the GAN acts on reconstructions)."
+            )
         if self.perceptual_weight > 0 and not self.perceptual_model:
             raise ValueError("perceptual_weight > 0 needs perceptual_model (a vision backbone id or path).")
         if self.backbone_lr_multiplier <= 0:
@@ -358,7 +377,9 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
             from muse_hf.models.configuration_muse import PRESETS
 
             if self.model_preset not in PRESETS:
-                raise ValueError(f"model_preset={self.model_preset!r} is unknown; choose one of {sorted(PRESETS)}.")
+                raise ValueError(
+                    f"model_preset={self.model_preset!r} is unknown; choose one of {sorted(PRESETS)}."
+                )
 
 
 @dataclass(frozen=True)

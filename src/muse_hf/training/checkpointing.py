@@ -143,7 +143,8 @@ def save_checkpoint(
     if accelerator.is_main_process:
         for name, bundle in (tensors or {}).items():
             save_file(
-                {k: v.detach().contiguous().cpu() for k, v in bundle.items()}, str(tmp / f"{EXTRA_PREFIX}{name}.safetensors")
+                {k: v.detach().contiguous().cpu() for k, v in bundle.items()},
+                str(tmp / f"{EXTRA_PREFIX}{name}.safetensors"),
             )
         state = {**training_state, "step": step, "num_processes": accelerator.num_processes}
         (tmp / TRAINING_STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
@@ -214,6 +215,9 @@ def load_checkpoint(accelerator: Any, path: str | os.PathLike) -> LoadedCheckpoi
             accelerator.num_processes,
         )
     tensors = {
-        p.stem[len(EXTRA_PREFIX) :]: load_file(str(p)) for p in sorted(ckpt.glob(f"{EXTRA_PREFIX}*.safetensors"))
+        p.stem[len(EXTRA_PREFIX) :]: load_file(str(p))
+        for p in sorted(ckpt.glob(f"{EXTRA_PREFIX}*.safetensors"))
     }
-    return LoadedCheckpoint(training_state=training_state, process_state=process_state, tensors=tensors, path=ckpt)
+    return LoadedCheckpoint(
+        training_state=training_state, process_state=process_state, tensors=tensors, path=ckpt
+    )

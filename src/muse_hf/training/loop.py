@@ -30,7 +30,6 @@ from muse_hf.training.arguments import (
 )
 from muse_hf.training.checkpointing import (
     latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
@@ -97,14 +96,20 @@ def _build_accelerator(args: MuseTrainingArguments) -> Any:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
-    log_with = None if args.report_to in ("none", "", None) else [t.strip() for t in args.report_to.split(",")]
-    project_config = ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "logs"))
+    log_with = (
+        None if args.report_to in ("none", "", None) else [t.strip() for t in args.report_to.split(",")]
+    )
+    project_config = ProjectConfiguration(
+        project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "logs")
+    )
     return Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=log_with,
         project_config=project_config,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.ddp_find_unused_parameters)],
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=args.ddp_find_unused_parameters)
+        ],
     )
 
 
@@ -213,10 +218,16 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
     names = list(modules)
     betas = (args.adam_beta1, args.adam_beta2)
     optimizers = {
-        name: build_optimizer(task.param_groups(name, mod), args.learning_rate, betas, args.adam_epsilon, args.weight_decay)
+        name: build_optimizer(
+            task.param_groups(name, mod), args.learning_rate, betas, args.adam_epsilon, args.weight_decay
+        )
         for name, mod in modules.items()
     }
-    warmup = args.lr_warmup_steps if args.lr_warmup_steps is not None else int(args.lr_warmup_ratio * args.max_train_steps)
+    warmup = (
+        args.lr_warmup_steps
+        if args.lr_warmup_steps is not None
+        else int(args.lr_warmup_ratio * args.max_train_steps)
+    )
     # A prepared scheduler steps once per process per optimizer step (diffusers examples scale the same way).
     schedulers = {
         name: build_lr_scheduler(
@@ -233,7 +244,9 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
 
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         # No dataloader is prepared (the stream is per process), so DeepSpeed cannot infer the micro-batch.
-        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = args.train_batch_size
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+            args.train_batch_size
+        )
     prepared = accelerator.prepare(*modules.values(), *optimizers.values(), *schedulers.values())
     n = len(names)
     p_modules = dict(zip(names, prepared[:n], strict=True))
@@ -243,7 +256,9 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
     ema_target = task.ema_module() if args.use_ema else None
     ema = None
     if ema_target is not None:
-        ema = build_ema(ema_target, args.ema_decay, args.ema_update_after_step, args.ema_use_warmup, args.ema_power)
+        ema = build_ema(
+            ema_target, args.ema_decay, args.ema_update_after_step, args.ema_use_warmup, args.ema_power
+        )
         ema.to(accelerator.device)
 
     if _is_sharded(accelerator) and len(names) > 1:
@@ -278,7 +293,9 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
                 if "ema" in loaded["tensors"]:
                     load_ema_tensors(ema, ema_target, loaded["tensors"]["ema"])
                 else:
-                    logger.warning("Checkpoint %s has no EMA weights; EMA restarts from the current weights.", path)
+                    logger.warning(
+                        "Checkpoint %s has no EMA weights; EMA restarts from the current weights.", path
+                    )
             resumed_from = str(path)
             accelerator.print(f"Resumed from {path} at step {global_step}.")
 
@@ -330,21 +347,35 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
                 out = task.training_step(p_modules, batch, global_step)
                 finite = _all_finite(accelerator, out.losses)
                 if finite and not poisoned:
-                    for name, loss in out.losses.items():
+                    for loss in out.losses.values():
                         accelerator.backward(loss)
                 else:
                     poisoned = True
                 for key, value in out.logs.items():
-                    v = float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
+                    v = (
+                        float(value.detach().float().item())
+                        if isinstance(value, torch.Tensor)
+                        else float(value)
+                    )
                     step_logs[key] = step_logs.get(key, 0.0) + v / args.gradient_accumulation_steps
                 window_samples += out.num_samples
 
                 if accelerator.sync_gradients and not poisoned:
                     log_now = (global_step + 1) % args.logging_steps == 0
                     grad_norm_total, group_norms = _clip_gradients(
-                        accelerator, trainable, list(out.losses), names[0], args.max_grad_norm, grad_groups, log_now
+                        accelerator,
+                        trainable,
+                        list(out.losses),
+                        names[0],
+                        args.max_grad_norm,
+                        grad_groups,
+                        log_now,
                     )
-                    if grad_norm_total is not None and not math.isfinite(grad_norm_total) and accelerator.scaler is None:
+                    if (
+                        grad_norm_total is not None
+                        and not math.isfinite(grad_norm_total)
+                        and accelerator.scaler is None
+                    ):
                         poisoned = True  # non-finite gradient with a finite loss: skip as well
                 if accelerator.sync_gradients and not poisoned:
                     for name in out.losses:
@@ -356,7 +387,9 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
         if poisoned:
             nonfinite_total += 1
             consecutive_nonfinite += 1
-            accelerator.print(f"step {global_step + 1}: non-finite loss/gradient, step skipped ({consecutive_nonfinite} in a row)")
+            accelerator.print(
+                f"step {global_step + 1}: non-finite loss/gradient, step skipped ({consecutive_nonfinite} in a row)"
+            )
             accelerator.log({"train/nonfinite_steps": nonfinite_total}, step=global_step)
             if consecutive_nonfinite >= args.max_consecutive_nonfinite:
                 progress.close()
@@ -383,7 +416,9 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
             elapsed = max(time.perf_counter() - window_start, 1e-9)
             keys = sorted(window)
             means = torch.tensor([sum(window[k]) / len(window[k]) for k in keys], device=accelerator.device)
-            counters = torch.tensor([float(window_samples), float(stream.num_skipped)], device=accelerator.device)
+            counters = torch.tensor(
+                [float(window_samples), float(stream.num_skipped)], device=accelerator.device
+            )
             if accelerator.num_processes > 1:
                 means = accelerator.reduce(means, reduction="mean")
                 counters = accelerator.reduce(counters, reduction="sum")
@@ -403,7 +438,9 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
                 log_file.parent.mkdir(parents=True, exist_ok=True)
                 with open(log_file, "a") as fh:
                     fh.write(json.dumps({"step": global_step, "stage": args.stage_name, **logs}) + "\n")
-            progress.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k == "loss" or k.startswith("loss/")})
+            progress.set_postfix(
+                {k: f"{v:.4g}" for k, v in logs.items() if k == "loss" or k.startswith("loss/")}
+            )
             window, window_samples, window_start = {}, 0, time.perf_counter()
 
         if global_step % args.checkpointing_steps == 0:
@@ -491,7 +528,11 @@ def run_stages(stages: Sequence[MuseTrainingArguments]) -> list[TrainResult]:
             logger.info("Stage %s already finished in %s; skipping.", args.stage_name, args.output_dir)
             summary = json.loads((Path(args.output_dir) / SUMMARY_FILE).read_text())
             results.append(
-                TrainResult(output_dir=args.output_dir, global_step=int(summary["global_step"]), metrics=summary.get("metrics", {}))
+                TrainResult(
+                    output_dir=args.output_dir,
+                    global_step=int(summary["global_step"]),
+                    metrics=summary.get("metrics", {}),
+                )
             )
             continue
         results.append(train(args))
@@ -543,4 +584,3 @@ def _print_help(argv: list[str]) -> None:
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         print(f"  --{f.name:<28} {str(hints[f.name]).replace('typing.', ''):<34} default: {default!r}")
-

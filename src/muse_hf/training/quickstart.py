@@ -35,7 +35,9 @@ def find_config(relative: str) -> Path:
         candidate = root / relative
         if candidate.is_file():
             return candidate
-    raise ValueError(f"{relative} not found next to the package or in {Path.cwd()}; run from the repository root.")
+    raise ValueError(
+        f"{relative} not found next to the package or in {Path.cwd()}; run from the repository root."
+    )
 
 
 def _flat_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -71,7 +73,13 @@ def evaluate_saved_tokenizer(
     if text_embedder.dim != model.config.semantic_dim:
         text_embedder = None
     result = evaluate_tokenizer(
-        model, processor, str(data), split=split, text_embedder=text_embedder, out_dir=out_dir, max_samples=max_samples
+        model,
+        processor,
+        str(data),
+        split=split,
+        text_embedder=text_embedder,
+        out_dir=out_dir,
+        max_samples=max_samples,
     )
     return _flat_metrics(result)
 
@@ -82,14 +90,20 @@ def _write_card(model_dir: Path, args: Any, trained_dir: Path) -> None:
 
     summary_file = trained_dir / "training_summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    settings = {**{k: v for k, v in args.to_dict().items() if v is not None}, **summary, "datasets": args.train_data}
+    settings = {
+        **{k: v for k, v in args.to_dict().items() if v is not None},
+        **summary,
+        "datasets": args.train_data,
+    }
     try:
         write_model_card("tokenizer", model_dir, settings=settings)
     except Exception as err:  # noqa: BLE001 - the card is a convenience; the metrics are already written
         logger.warning("Model card not written for %s: %s: %s", model_dir, type(err).__name__, err)
 
 
-def run_quickstart(output_dir: str | os.PathLike = "outputs/quickstart", config: str | os.PathLike | None = None) -> dict[str, Any]:
+def run_quickstart(
+    output_dir: str | os.PathLike = "outputs/quickstart", config: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Build data, train the tiny 3-stage curriculum, save, evaluate; everything lands in ``output_dir``.
 
     Args:
@@ -126,7 +140,11 @@ def run_quickstart(output_dir: str | os.PathLike = "outputs/quickstart", config:
     model_dir = out / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)
-    shutil.copytree(final, model_dir, ignore=shutil.ignore_patterns("checkpoint-*", ".tmp-*", "logs", "training_args.yaml"))
+    shutil.copytree(
+        final,
+        model_dir,
+        ignore=shutil.ignore_patterns("checkpoint-*", ".tmp-*", "logs", "training_args.yaml"),
+    )
     logs_dir = out / "logs"
     logs_dir.mkdir(exist_ok=True)
     for r in results:
@@ -141,7 +159,10 @@ def run_quickstart(output_dir: str | os.PathLike = "outputs/quickstart", config:
     timings["total_s"] = time.perf_counter() - start
     summary = {
         "config": str(config_path),
-        "stages": [{"stage": Path(r.output_dir).name, "steps": r.global_step, "wall_time_s": r.wall_time_s} for r in results],
+        "stages": [
+            {"stage": Path(r.output_dir).name, "steps": r.global_step, "wall_time_s": r.wall_time_s}
+            for r in results
+        ],
         "metrics": metrics,
         "timings": timings,
         "model_dir": str(model_dir),

@@ -15,6 +15,7 @@ discriminator); every module in ``losses`` gets its own backward, clip and optim
 from __future__ import annotations
 
 import abc
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from muse_hf.training.arguments import MuseTrainingArguments
 
 __all__ = ["StepOutput", "BatchStream", "TrainingTask"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -118,5 +121,8 @@ class TrainingTask(abc.ABC):
         """Metrics of the saved model (main process; default: none)."""
         return {}
 
-    def write_model_card(self, output_dir: str | os.PathLike, metrics: dict[str, float], summary: dict[str, Any]) -> None:
-        """Write ``README.md`` into the saved folder (default: none)."""
+    def write_model_card(
+        self, output_dir: str | os.PathLike, metrics: dict[str, float], summary: dict[str, Any]
+    ) -> None:
+        """Write ``README.md`` into the saved folder (default: none, logged)."""
+        logger.info("Task %s writes no model card for %s.", type(self).__name__, output_dir)

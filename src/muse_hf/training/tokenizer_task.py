@@ -108,7 +108,9 @@ def _attention_grid(attention: torch.Tensor, latents: torch.Tensor) -> tuple[int
         return int(h), int(w)
     if n == 4 * h * w:
         return int(2 * h), int(2 * w)
-    raise ValueError(f"Cannot infer the token grid of an attention map over {n} tokens with latents {tuple(latents.shape)}.")
+    raise ValueError(
+        f"Cannot infer the token grid of an attention map over {n} tokens with latents {tuple(latents.shape)}."
+    )
 
 
 class TokenizerTask(TrainingTask):
@@ -140,7 +142,10 @@ class TokenizerTask(TrainingTask):
             model = MuseTokenizerModel.from_pretrained(a.init_from, config=config)
         elif a.vision_model_name_or_path is not None:
             model = MuseTokenizerModel.from_pretrained_components(
-                vision=a.vision_model_name_or_path, decoder=a.decoder_name_or_path, preset=a.model_preset, **overrides
+                vision=a.vision_model_name_or_path,
+                decoder=a.decoder_name_or_path,
+                preset=a.model_preset,
+                **overrides,
             )
         else:
             model = MuseTokenizerModel(MuseTokenizerConfig.from_preset(a.model_preset, **overrides))
@@ -150,7 +155,10 @@ class TokenizerTask(TrainingTask):
         from muse_hf.models.image_processing_muse import MuseImageProcessor
 
         size = {"height": self.args.resolution, "width": self.args.resolution}
-        if self.args.init_from is not None and (Path(self.args.init_from) / "preprocessor_config.json").is_file():
+        if (
+            self.args.init_from is not None
+            and (Path(self.args.init_from) / "preprocessor_config.json").is_file()
+        ):
             return MuseImageProcessor.from_pretrained(self.args.init_from, size=size)
         return MuseImageProcessor(size=size)
 
@@ -158,7 +166,9 @@ class TokenizerTask(TrainingTask):
         a = self.args
         cfg = model.config
         model.requires_grad_(True)
-        freeze_backbone = cfg.freeze_vision_backbone if a.freeze_vision_backbone is None else a.freeze_vision_backbone
+        freeze_backbone = (
+            cfg.freeze_vision_backbone if a.freeze_vision_backbone is None else a.freeze_vision_backbone
+        )
         cfg.freeze_vision_backbone = bool(freeze_backbone)
         if freeze_backbone:
             model.vision_model.requires_grad_(False)
@@ -280,7 +290,9 @@ class TokenizerTask(TrainingTask):
                 groups[part] = params
         if self.discriminator_module is not None:
             groups["discriminator"] = list(self.discriminator_module.parameters())
-        return {k: [p for p in v if p.requires_grad] for k, v in groups.items() if any(p.requires_grad for p in v)}
+        return {
+            k: [p for p in v if p.requires_grad] for k, v in groups.items() if any(p.requires_grad for p in v)
+        }
 
     def open_dataset(self, split: str, accelerator: Accelerator | None = None) -> Any:
         """This process's shard of ``train_data``/``split`` (``muse_hf.data.load_image_text_stream``)."""
@@ -318,8 +330,14 @@ class TokenizerTask(TrainingTask):
 
         a = self.args
         pixel_values = batch["pixel_values"]  # (B, 3, H, W)
-        want_topo, want_sem, want_rec = a.topology_weight > 0, a.semantic_weight > 0, a.reconstruction_weight > 0
-        out = modules["model"](pixel_values, output_attentions=want_topo, output_semantic=want_sem, decode=want_rec)
+        want_topo, want_sem, want_rec = (
+            a.topology_weight > 0,
+            a.semantic_weight > 0,
+            a.reconstruction_weight > 0,
+        )
+        out = modules["model"](
+            pixel_values, output_attentions=want_topo, output_semantic=want_sem, decode=want_rec
+        )
         total = pixel_values.new_zeros((), dtype=torch.float32)
         logs: dict[str, torch.Tensor | float] = {}
         losses: dict[str, torch.Tensor] = {}
@@ -336,7 +354,9 @@ class TokenizerTask(TrainingTask):
                         )
                     target = self.teacher(batch["mask"], grid)  # (B, 1, N, N)
                 else:
-                    target = self.teacher(self.image_processor.to_unit_range(pixel_values.float()), grid_size=grid)
+                    target = self.teacher(
+                        self.image_processor.to_unit_range(pixel_values.float()), grid_size=grid
+                    )
             topo = topology_alignment_loss(out["attentions"], target)
             named["topology"] = topo
             total = total + a.topology_weight * topo
@@ -344,7 +364,11 @@ class TokenizerTask(TrainingTask):
             with torch.no_grad():
                 text = self.text_embedder.embed(batch["caption"]).to(out["semantic_embeds"].device)  # (B, d)
             nce = semantic_nce_loss(
-                out["semantic_embeds"], text, out["logit_scale"], captions=batch["caption"], gather=a.nce_gather
+                out["semantic_embeds"],
+                text,
+                out["logit_scale"],
+                captions=batch["caption"],
+                gather=a.nce_gather,
             )
             named["semantic"] = nce
             logs["logit_scale"] = out["logit_scale"].detach()
@@ -387,7 +411,9 @@ class TokenizerTask(TrainingTask):
         return StepOutput(losses=losses, logs=logs, num_samples=int(pixel_values.shape[0]))
 
     # ------------------------------------------------------------------ output
-    def save_pretrained(self, accelerator: Accelerator, modules: dict[str, nn.Module], output_dir: str | os.PathLike) -> None:  # noqa: D102
+    def save_pretrained(
+        self, accelerator: Accelerator, modules: dict[str, nn.Module], output_dir: str | os.PathLike
+    ) -> None:  # noqa: D102
         from safetensors.torch import save_file
 
         state = accelerator.get_state_dict(modules["model"])  # gathers shards under FSDP / ZeRO-3
@@ -399,7 +425,11 @@ class TokenizerTask(TrainingTask):
         unwrapped.tokenizer.save_pretrained(output_dir, state_dict=tok_state, safe_serialization=True)
         self.image_processor.save_pretrained(output_dir)
         if unwrapped.logit_scale is not None:
-            scale = {k[len("logit_scale.") :]: v.detach().cpu().contiguous() for k, v in state.items() if k.startswith("logit_scale.")}
+            scale = {
+                k[len("logit_scale.") :]: v.detach().cpu().contiguous()
+                for k, v in state.items()
+                if k.startswith("logit_scale.")
+            }
             save_file(scale, str(Path(output_dir) / LOGIT_SCALE_FILE))
 
     def evaluate(self, output_dir: str | os.PathLike) -> dict[str, float]:  # noqa: D102
@@ -407,19 +437,29 @@ class TokenizerTask(TrainingTask):
             return {}
         from muse_hf.training.quickstart import evaluate_saved_tokenizer
 
-        return evaluate_saved_tokenizer(output_dir, self.args.train_data, self.args.eval_split, Path(output_dir) / "eval")
+        return evaluate_saved_tokenizer(
+            output_dir, self.args.train_data, self.args.eval_split, Path(output_dir) / "eval"
+        )
 
-    def write_model_card(self, output_dir: str | os.PathLike, metrics: dict[str, float], summary: dict[str, Any]) -> None:  # noqa: D102
+    def write_model_card(
+        self, output_dir: str | os.PathLike, metrics: dict[str, float], summary: dict[str, Any]
+    ) -> None:  # noqa: D102
         from muse_hf.hub import write_model_card
 
         a = self.args
         settings = {
-            **{k: v for k, v in a.to_dict().items() if v is not None and k not in ("push_to_hub", "hub_model_id", "hub_private")},
+            **{
+                k: v
+                for k, v in a.to_dict().items()
+                if v is not None and k not in ("push_to_hub", "hub_model_id", "hub_private")
+            },
             **{k: v for k, v in summary.items() if k != "metrics"},
             "base_model": a.vision_model_name_or_path or a.init_from,
             "datasets": a.train_data,
         }
-        write_model_card("tokenizer", output_dir, metrics=metrics or None, settings=settings, repo_id=a.hub_model_id)
+        write_model_card(
+            "tokenizer", output_dir, metrics=metrics or None, settings=settings, repo_id=a.hub_model_id
+        )
 
 
 def _merge_config(config: Any, overrides: dict[str, Any]) -> None:

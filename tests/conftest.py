@@ -52,9 +52,11 @@ def make_tiny_config(**overrides: Any):
             values[key].update(overrides.pop(key))
     values.update(overrides)
     if "image_size" in overrides:
-        values["vision_config"]["image_size"] = [overrides["image_size"]] * 2 if isinstance(
-            overrides["image_size"], int
-        ) else list(overrides["image_size"])
+        values["vision_config"]["image_size"] = (
+            [overrides["image_size"]] * 2
+            if isinstance(overrides["image_size"], int)
+            else list(overrides["image_size"])
+        )
     return MuseTokenizerConfig.from_preset("tiny", **values)
 
 

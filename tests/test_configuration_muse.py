@@ -22,7 +22,12 @@ def test_presets_build_and_have_consistent_shapes(name: str) -> None:
 
 def test_paper_preset_shapes() -> None:
     cfg = MuseTokenizerConfig.from_preset("muse-1b")
-    assert (cfg.num_synergistic_blocks, cfg.hidden_size, cfg.num_attention_heads, cfg.latent_channels) == (6, 512, 8, 32)
+    assert (cfg.num_synergistic_blocks, cfg.hidden_size, cfg.num_attention_heads, cfg.latent_channels) == (
+        6,
+        512,
+        8,
+        32,
+    )
     assert cfg.vision_config.hidden_size == 1024 and cfg.vision_config.num_hidden_layers == 24
     assert cfg.latent_grid == (16, 16)  # 448 px / patch 14 / 2 -> 256 tokens, the paper's N
     assert cfg.topology_layers == [5]  # authors' code: topology on the last block
@@ -40,7 +45,9 @@ def test_preset_rules_follow_overrides() -> None:
 
 
 def test_json_round_trip(tmp_path) -> None:
-    cfg = MuseTokenizerConfig.from_preset("tiny", routing="two_stream", spectral_filter_alpha=0.1, grad_scale=0.5)
+    cfg = MuseTokenizerConfig.from_preset(
+        "tiny", routing="two_stream", spectral_filter_alpha=0.1, grad_scale=0.5
+    )
     cfg.save_pretrained(tmp_path)
     loaded = MuseTokenizerConfig.from_pretrained(tmp_path)
     assert loaded.to_dict() == cfg.to_dict()

@@ -53,7 +53,9 @@ def test_spectral_filter_alpha_zero_removes_high_frequencies(hw: tuple[int, int]
     assert mask.any() and (~mask).any(), "test grid must have both low and high frequencies"
     spec_g, spec_up = torch.fft.rfft2(g.float()), torch.fft.rfft2(up.float())
     assert spec_g[..., mask].abs().max() < 1e-5  # every frequency above the cutoff is gone
-    torch.testing.assert_close(spec_g[..., ~mask], spec_up[..., ~mask], atol=1e-4, rtol=1e-4)  # the rest is kept
+    torch.testing.assert_close(
+        spec_g[..., ~mask], spec_up[..., ~mask], atol=1e-4, rtol=1e-4
+    )  # the rest is kept
     assert not torch.allclose(g, up)
 
 
@@ -61,7 +63,9 @@ def test_spectral_filter_scales_high_frequencies_by_alpha() -> None:
     x, up = torch.randn(1, 2, 8, 8), torch.randn(1, 2, 8, 8)
     g = _grad_through(SpectralGradientFilter(alpha=0.1, cutoff=0.3), x, up)
     mask = spectral_high_frequency_mask(8, 8, 0.3)
-    torch.testing.assert_close(torch.fft.rfft2(g)[..., mask], 0.1 * torch.fft.rfft2(up)[..., mask], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.fft.rfft2(g)[..., mask], 0.1 * torch.fft.rfft2(up)[..., mask], atol=1e-4, rtol=1e-4
+    )
 
 
 def test_batch_size_one_and_bf16_autocast_on_cpu() -> None:

@@ -90,13 +90,28 @@ def test_submodule_names_and_parameter_counts(tiny_config) -> None:
     counts = {}
     for routing in ROUTINGS:
         model = _model(tiny_config, routing=routing)
-        for name in ("vision_model", "adapter", "blocks", "norm", "to_latent", "semantic_projector", "decoder"):
+        for name in (
+            "vision_model",
+            "adapter",
+            "blocks",
+            "norm",
+            "to_latent",
+            "semantic_projector",
+            "decoder",
+        ):
             assert hasattr(model, name), name
         assert all(isinstance(b, SynergisticBlock) for b in model.blocks)
         last = model.blocks[-1]
-        assert hasattr(last, "q_topo") and hasattr(last, "k_topo") and hasattr(last, "v_sem") and hasattr(last, "o_proj")
+        assert (
+            hasattr(last, "q_topo")
+            and hasattr(last, "k_topo")
+            and hasattr(last, "v_sem")
+            and hasattr(last, "o_proj")
+        )
         if routing == "decoupled":
-            assert last.v_itc is not None and model.blocks[0].v_itc is None  # only semantic layers carry v_itc
+            assert (
+                last.v_itc is not None and model.blocks[0].v_itc is None
+            )  # only semantic layers carry v_itc
         else:
             assert all(b.v_itc is None for b in model.blocks)
         assert (model.recon_blocks is not None) == (routing == "two_stream")
@@ -160,7 +175,9 @@ def test_decoupled_gradient_routing_is_exact(tiny_config, placement: str) -> Non
 
     recon = _grads(model, (out.sample - x).square().mean())
     assert not _nonzero(recon) & topo_names  # exactly zero on q_topo/k_topo
-    assert any(".v_sem." in n for n in _nonzero(recon)) and any(n.startswith("vision_model.") for n in _nonzero(recon))
+    assert any(".v_sem." in n for n in _nonzero(recon)) and any(
+        n.startswith("vision_model.") for n in _nonzero(recon)
+    )
 
     sem = _grads(model, out.semantic_embeds.square().sum())
     assert not _nonzero(sem) & topo_names
@@ -217,8 +234,12 @@ def test_block_sdpa_equals_eager_with_gradients() -> None:
     assert none is None and attn.shape == (2, 2, 16, 16)
     torch.testing.assert_close(out_e, out_s, atol=1e-5, rtol=0)
     torch.testing.assert_close(sem_e, sem_s, atol=1e-5, rtol=0)
-    g_e = torch.autograd.grad((out_e.square().sum() + sem_e.sum()), [x, block.v_sem.weight, block.v_itc.weight])
-    g_s = torch.autograd.grad((out_s.square().sum() + sem_s.sum()), [x, block.v_sem.weight, block.v_itc.weight])
+    g_e = torch.autograd.grad(
+        (out_e.square().sum() + sem_e.sum()), [x, block.v_sem.weight, block.v_itc.weight]
+    )
+    g_s = torch.autograd.grad(
+        (out_s.square().sum() + sem_s.sum()), [x, block.v_sem.weight, block.v_itc.weight]
+    )
     for a, b in zip(g_e, g_s):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
@@ -288,9 +309,9 @@ def test_save_load_round_trip_is_bit_exact(tiny_config, tmp_path, routing: str, 
     a_cfg = {k: v for k, v in model.config.to_dict().items() if k not in drop | {"vision_config"}}
     b_cfg = {k: v for k, v in loaded.config.to_dict().items() if k not in drop | {"vision_config"}}
     assert a_cfg == b_cfg
-    assert loaded.config.vision_config.to_diff_dict() | {"dtype": None} == model.config.vision_config.to_diff_dict() | {
+    assert loaded.config.vision_config.to_diff_dict() | {
         "dtype": None
-    }
+    } == model.config.vision_config.to_diff_dict() | {"dtype": None}
 
 
 def test_auto_classes_round_trip(tiny_config, tmp_path) -> None:
@@ -330,7 +351,12 @@ VISION = {
 
 def _save_internvl(path, bare: bool = False) -> dict[str, torch.Tensor]:
     """Save a tiny InternVL checkpoint in the Hub's layout; return the vision tower's tensors."""
-    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig, InternVLVisionModel
+    from transformers import (
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLVisionConfig,
+        InternVLVisionModel,
+    )
 
     if bare:
         tower = InternVLVisionModel(InternVLVisionConfig(**VISION))
@@ -348,10 +374,14 @@ def _save_internvl(path, bare: bool = False) -> dict[str, torch.Tensor]:
         "intermediate_size": 64,
         "vocab_size": 128,
     }
-    full = InternVLForConditionalGeneration(InternVLConfig(vision_config=VISION, text_config=text, image_token_id=5))
+    full = InternVLForConditionalGeneration(
+        InternVLConfig(vision_config=VISION, text_config=text, image_token_id=5)
+    )
     with torch.no_grad():
         for p in full.parameters():
-            p.add_(torch.randn_like(p) * 0.02)  # lambda/position/cls are constant at init: make them distinctive
+            p.add_(
+                torch.randn_like(p) * 0.02
+            )  # lambda/position/cls are constant at init: make them distinctive
     full.save_pretrained(path)
     return {k: v.clone() for k, v in full.model.vision_tower.state_dict().items()}
 
@@ -396,7 +426,9 @@ def test_from_pretrained_components_append(tmp_path, bare: bool) -> None:
             tmp_path / "internvl", tmp_path / "dcae", preset="muse-1b", **COMPONENT_OVERRIDES
         )
     assert model.config.vision_config.hidden_size == 32 and model.config.image_size == 32
-    assert model.config.latent_channels == 8 and model.config.decoder_config["decoder_block_out_channels"] == [8, 16, 32]
+    assert model.config.latent_channels == 8 and model.config.decoder_config[
+        "decoder_block_out_channels"
+    ] == [8, 16, 32]
     own = model.vision_model.state_dict()
     assert own.keys() == vision_sd.keys()
     for key, value in vision_sd.items():
@@ -413,12 +445,18 @@ def test_from_pretrained_components_append(tmp_path, bare: bool) -> None:
 def test_from_pretrained_components_replace_last_initialises_blocks(tmp_path, routing: str) -> None:
     vision_sd = _save_internvl(tmp_path / "internvl")
     model = MuseTokenizerModel.from_pretrained_components(
-        tmp_path / "internvl", None, preset="tiny", placement="replace_last", routing=routing, **COMPONENT_OVERRIDES
+        tmp_path / "internvl",
+        None,
+        preset="tiny",
+        placement="replace_last",
+        routing=routing,
+        **COMPONENT_OVERRIDES,
     )
     keep = 3 - 2
     assert len(model.vision_model.encoder.layer) == keep and model.config.vision_config.num_hidden_layers == 3
     torch.testing.assert_close(
-        model.vision_model.encoder.layer[0].attention.q_proj.weight, vision_sd["encoder.layer.0.attention.q_proj.weight"]
+        model.vision_model.encoder.layer[0].attention.q_proj.weight,
+        vision_sd["encoder.layer.0.attention.q_proj.weight"],
     )
     stacks = [model.blocks] + ([model.recon_blocks] if routing == "two_stream" else [])
     for stack in stacks:
@@ -447,12 +485,17 @@ def test_from_pretrained_components_errors(tmp_path, monkeypatch) -> None:
     with pytest.raises(ValueError, match="config.json not found"):
         MuseTokenizerModel.from_pretrained_components(tmp_path, None, preset="tiny")
     vision_sd = _save_internvl(tmp_path / "internvl")
-    model = MuseTokenizerModel.from_pretrained_components(tmp_path / "internvl", None, preset="tiny", **COMPONENT_OVERRIDES)
+    model = MuseTokenizerModel.from_pretrained_components(
+        tmp_path / "internvl", None, preset="tiny", **COMPONENT_OVERRIDES
+    )
     with pytest.raises(ValueError, match="does not match vision_config"):
         model.load_vision_state_dict({k: v for k, v in vision_sd.items() if "layer.0." not in k})
     with pytest.raises(ValueError, match="4 layers"):
         model.load_vision_state_dict(
-            {**vision_sd, **{k.replace("layer.0.", "layer.3."): v for k, v in vision_sd.items() if "layer.0." in k}}
+            {
+                **vision_sd,
+                **{k.replace("layer.0.", "layer.3."): v for k, v in vision_sd.items() if "layer.0." in k},
+            }
         )
 
 
@@ -471,7 +514,10 @@ def test_muse_1b_parameter_count_on_meta_device() -> None:
         name: sum(p.numel() for p in getattr(model, name).parameters())
         for name in ("vision_model", "adapter", "blocks", "semantic_projector", "decoder")
     }
-    print(f"muse-1b parameters: {total / 1e6:.1f}M  parts (M): " + ", ".join(f"{k}={v / 1e6:.1f}" for k, v in parts.items()))
+    print(
+        f"muse-1b parameters: {total / 1e6:.1f}M  parts (M): "
+        + ", ".join(f"{k}={v / 1e6:.1f}" for k, v in parts.items())
+    )
     assert 300e6 < parts["vision_model"] < 310e6  # InternViT-300M
     assert 155e6 < parts["decoder"] < 165e6  # DC-AE f32c32 decoder half
     assert 450e6 < total < 540e6  # paper: 496M

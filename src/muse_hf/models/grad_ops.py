@@ -77,7 +77,9 @@ class GradientScale(nn.Module):
 _MASK_CACHE: dict[tuple[int, int, float, str], torch.Tensor] = {}
 
 
-def spectral_high_frequency_mask(height: int, width: int, cutoff: float, device: torch.device | str = "cpu") -> torch.Tensor:
+def spectral_high_frequency_mask(
+    height: int, width: int, cutoff: float, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Boolean mask over the ``rfft2`` spectrum of an ``(height, width)`` grid marking the high frequencies.
 
     The normalised radius of frequency ``(fy, fx)`` (in cycles per token) is ``sqrt(fy**2 + fx**2) / 0.5``: 0 at
@@ -117,7 +119,9 @@ class _SpectralFilterFn(torch.autograd.Function):
         g = grad_output.float()  # FFT needs fp32 (bf16/fp16 FFTs are unsupported or inexact)
         spec = torch.fft.rfft2(g, dim=(-2, -1))  # (..., h, w//2+1) complex
         mask = spectral_high_frequency_mask(h, w, ctx.cutoff, device=g.device)
-        gain = torch.where(mask, torch.full_like(mask, ctx.alpha, dtype=g.dtype), torch.ones_like(mask, dtype=g.dtype))
+        gain = torch.where(
+            mask, torch.full_like(mask, ctx.alpha, dtype=g.dtype), torch.ones_like(mask, dtype=g.dtype)
+        )
         filtered = torch.fft.irfft2(spec * gain, s=(h, w), dim=(-2, -1))  # (..., h, w)
         return filtered.to(grad_output.dtype), None, None
 
@@ -136,7 +140,9 @@ def spectral_grad_filter(x: torch.Tensor, alpha: float | None, cutoff: float = 0
     if alpha is None or float(alpha) == 1.0:
         return x
     if x.dim() < 2:
-        raise ValueError(f"spectral_grad_filter expects a tensor with a (h, w) grid in its last two dims, got shape {tuple(x.shape)}.")
+        raise ValueError(
+            f"spectral_grad_filter expects a tensor with a (h, w) grid in its last two dims, got shape {tuple(x.shape)}."
+        )
     alpha = float(alpha)
     if alpha < 0:
         raise ValueError(f"spectral_grad_filter: alpha must be >= 0, got {alpha}.")

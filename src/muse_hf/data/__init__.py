@@ -7,56 +7,59 @@
 * :func:`load_image_text_stream` / :func:`load_edit_stream` stream (local shards, webdataset tars or Hub ids) with
   decoding guarded and skips counted; :func:`make_dataloader` batches them with workers, skip accounting and exact
   resume (``state_dict`` / ``load_state_dict``).
+
+Names are resolved lazily so that building the synthetic data does not import torch.
 """
 
-from muse_hf.data.photos import PHOTO_CAPTIONS, photo_check_dataset, photo_check_set
-from muse_hf.data.shapes import (
-    COLOURS,
-    LABEL_NAMES,
-    SHAPES,
-    ZERO_SHOT_TEMPLATES,
-    SceneOptions,
-    build_shapes_dataset,
-    label_of,
-    render_scene,
-    sample_scene,
-    shapes_features,
-    zero_shot_prompts,
-)
-from muse_hf.data.streaming import (
-    DEFAULT_MAX_PIXELS,
-    SKIP_REASONS,
-    ImageTextStream,
-    StreamingDataLoader,
-    collate_samples,
-    decode_image,
-    load_edit_stream,
-    load_image_text_stream,
-    make_dataloader,
-)
+from __future__ import annotations
 
-__all__ = [
-    "COLOURS",
-    "DEFAULT_MAX_PIXELS",
-    "LABEL_NAMES",
-    "PHOTO_CAPTIONS",
-    "SHAPES",
-    "SKIP_REASONS",
-    "ZERO_SHOT_TEMPLATES",
-    "ImageTextStream",
-    "SceneOptions",
-    "StreamingDataLoader",
-    "build_shapes_dataset",
-    "collate_samples",
-    "decode_image",
-    "label_of",
-    "load_edit_stream",
-    "load_image_text_stream",
-    "make_dataloader",
-    "photo_check_dataset",
-    "photo_check_set",
-    "render_scene",
-    "sample_scene",
-    "shapes_features",
-    "zero_shot_prompts",
-]
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(["PHOTO_CAPTIONS", "photo_check_dataset", "photo_check_set"], "photos"),
+    **dict.fromkeys(
+        [
+            "COLOURS",
+            "LABEL_NAMES",
+            "SHAPES",
+            "ZERO_SHOT_TEMPLATES",
+            "SceneOptions",
+            "build_shapes_dataset",
+            "label_of",
+            "render_scene",
+            "sample_scene",
+            "shapes_features",
+            "zero_shot_prompts",
+        ],
+        "shapes",
+    ),
+    **dict.fromkeys(
+        [
+            "DEFAULT_MAX_PIXELS",
+            "SKIP_REASONS",
+            "ImageTextStream",
+            "StreamingDataLoader",
+            "collate_samples",
+            "decode_image",
+            "load_edit_stream",
+            "load_image_text_stream",
+            "make_dataloader",
+        ],
+        "streaming",
+    ),
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

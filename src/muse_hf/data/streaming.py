@@ -6,8 +6,9 @@ names (``image``/``jpg``/``png``/``webp``; ``caption``/``txt``/``json`` with a c
 with a buffer, splits across processes with ``datasets.distributed.split_dataset_by_node`` and decodes every image
 itself, guarded:
 
-* the image header is read first (``PIL.Image.open`` is lazy); zero-size images and images above ``max_pixels``
-  (decompression bombs) are skipped **before** any pixel is decoded;
+* the image header is read first (a PNG's IHDR directly, anything else through the lazy ``PIL.Image.open``);
+  zero-size images and images above ``max_pixels`` (decompression bombs) are skipped **before** any pixel is
+  decoded;
 * undecodable, truncated and empty images, missing/empty captions and masks that cannot be read are skipped too.
 
 Every skip is **counted by reason** (:data:`SKIP_REASONS`). How the counts reach the trainer:
@@ -21,10 +22,17 @@ Every skip is **counted by reason** (:data:`SKIP_REASONS`). How the counts reach
   is exact at the consumption point, independent of prefetching, and identical for 0 or N workers. Under several
   training processes each process counts its own shard; reduce them (e.g. ``accelerator.reduce``) for a global view.
 
-Resume: ``loader.state_dict()`` stores each worker's ``datasets.IterableDataset.state_dict()`` as of the last batch
-handed out; ``load_state_dict`` makes the next iteration continue exactly after it (no sample of the epoch is
-repeated). With ``shuffle_buffer > 0`` the samples sitting in the shuffle buffer at save time are lost on resume (a
-``datasets`` limitation) - still never repeated. Resuming requires the same ``num_workers``.
+Shuffling: the shard order is permuted per epoch and seed (through ``datasets``' epoch-based shard shuffling) and
+examples are mixed by a seeded shuffle buffer of ``shuffle_buffer`` raw (still encoded) rows kept by this class, per
+worker.
+
+Resume: ``loader.state_dict()`` stores, per worker, where the last batch handed out came from; ``load_state_dict``
+makes the next iteration continue exactly after it: no sample of the epoch is repeated or lost and the order is the
+one the uninterrupted run would have produced. Without a shuffle buffer the position is the
+``datasets.IterableDataset.state_dict()`` (an O(1) jump). With one, it is the number of rows the buffer has emitted
+in this pass: resuming re-reads this pass's raw rows up to there (no image decoding) to rebuild the buffer exactly
+(``datasets``' own buffer resume loses the buffer and, for parquet streams in datasets 5.2, can repeat rows).
+Resuming requires the same ``num_workers``, seed and buffer size.
 """
 
 from __future__ import annotations
@@ -168,6 +176,11 @@ def decode_image(
         raise SkipSample("missing_image")
     if len(data) == 0:
         raise SkipSample("empty_file")
+    png_size = _png_header_size(data)
+    if (
+        png_size is not None
+    ):  # PIL must reach the first IDAT chunk to open a PNG: judge a header-only bomb first
+        _check_dims(*png_size, max_pixels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
         try:
@@ -206,12 +219,26 @@ def decode_image(
 
 
 def _check_size(image: PIL.Image.Image, max_pixels: int) -> PIL.Image.Image:
-    w, h = image.size
-    if w <= 0 or h <= 0:
-        raise SkipSample("zero_size")
-    if w * h > max_pixels:
-        raise SkipSample("too_large")
+    _check_dims(*image.size, max_pixels)
     return image
+
+
+def _check_dims(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise SkipSample("zero_size")
+    if width * height > max_pixels:
+        raise SkipSample("too_large")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a PNG's IHDR chunk, or None when ``data`` does not start like a PNG."""
+    if len(data) < 24 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
 
 
 def _extract_text(value: Any) -> str | None:
@@ -360,7 +387,7 @@ class ImageTextStream(torch.utils.data.IterableDataset):
 
     Attributes:
         skipped: ``collections.Counter`` reason -> count (see the module docstring for how workers report).
-        hf_dataset: The underlying ``datasets.IterableDataset`` (after column selection, shuffle and node split).
+        hf_dataset: The underlying ``datasets.IterableDataset`` (after column selection and node split).
     """
 
     def __init__(
@@ -373,10 +400,17 @@ class ImageTextStream(torch.utils.data.IterableDataset):
         mask_column: str | None = None,
         extra_columns: Sequence[str] = (),
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if max_pixels < 1:
             raise ValueError(f"max_pixels must be >= 1; got {max_pixels}")
+        if shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0 (0 = no shuffling); got {shuffle_buffer}")
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.seed = int(seed)
+        self.epoch = 0
         self.hf_dataset = hf_dataset
         self.image_processor = image_processor
         self.image_roles = dict(image_roles)
@@ -388,6 +422,7 @@ class ImageTextStream(torch.utils.data.IterableDataset):
         self.skipped: collections.Counter[str] = collections.Counter()
         self._emit_meta = False  # set by StreamingDataLoader
         self._resume: dict[int, dict] | None = None
+        self._last_state: dict[str, Any] | None = None  # position after the last sample of a direct iteration
         size = image_processor.size
         h, w = size.get("height") or size.get("shortest_edge"), size.get("width") or size.get("shortest_edge")
         self._draft = (int(w), int(h)) if image_processor.do_resize and h and w else None
@@ -399,8 +434,32 @@ class ImageTextStream(torch.utils.data.IterableDataset):
         return int(self.hf_dataset.num_shards)
 
     def set_epoch(self, epoch: int) -> None:
-        """Reseed the shard/buffer shuffle for ``epoch`` (as ``datasets.IterableDataset.set_epoch``)."""
-        self.hf_dataset.set_epoch(epoch)
+        """Select the epoch: reseeds the shard order and the shuffle buffer (when shuffling)."""
+        self.epoch = int(epoch)
+        self.hf_dataset.set_epoch(self._hf_epoch(self.epoch))
+
+    def _hf_epoch(self, epoch: int) -> int:
+        # datasets permutes the shard order with np.random.default_rng(epoch) for any epoch != 0; fold the seed in
+        return 1 + epoch + self.seed * 1_000_003 if self.shuffle_buffer else epoch
+
+    def _raw_rows(self, wid: int, resume: Mapping[str, Any] | None) -> Iterator[tuple[dict, Any]]:
+        """Raw rows of this worker's part of the epoch, after the resume point, each with a state getter."""
+        epoch = int(resume["epoch"]) if resume is not None else self.epoch
+        hf = self.hf_dataset
+        hf.set_epoch(self._hf_epoch(epoch))
+        if not self.shuffle_buffer:
+            hf.load_state_dict(
+                None if resume is None else resume["hf"]
+            )  # None clears an earlier starting state
+            for ex in hf:
+                yield ex, lambda: {"epoch": epoch, "hf": hf.state_dict()}
+            return
+        hf.load_state_dict(None)
+        done = 0 if resume is None else int(resume["emitted"])
+        rng = np.random.default_rng([self.seed, epoch, wid])
+        for emitted, ex in enumerate(_buffer_shuffle(iter(hf), self.shuffle_buffer, rng), start=1):
+            if emitted > done:  # rows before the resume point are replayed without decoding
+                yield ex, lambda n=emitted: {"epoch": epoch, "emitted": n}
 
     def _process(self, ex: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -450,13 +509,10 @@ class ImageTextStream(torch.utils.data.IterableDataset):
         info = get_worker_info()
         wid = 0 if info is None else info.id
         resume, self._resume = self._resume, None  # consumed once (in this process's copy)
-        state = None if resume is None else resume.get(wid)
-        if state is not None:
-            self.hf_dataset.set_epoch(int(state["epoch"]))
-        self.hf_dataset.load_state_dict(state)  # None clears any earlier starting state
         emit = self._emit_meta
         local: collections.Counter[str] = collections.Counter()
-        for ex in self.hf_dataset:
+        state_of = None
+        for ex, state_of in self._raw_rows(wid, None if resume is None else resume.get(wid)):
             try:
                 sample = self._process(ex)
             except SkipSample as skip:
@@ -465,23 +521,27 @@ class ImageTextStream(torch.utils.data.IterableDataset):
                     self.skipped[skip.reason] += 1
                 continue
             if emit:
-                sample[_META] = (wid, self.hf_dataset.state_dict(), dict(local))
+                sample[_META] = (wid, state_of(), dict(local))
+            else:
+                self._last_state = state_of()
             yield sample
-        if emit:  # trailing skips after the last sample of this worker
-            yield {_META: (wid, self.hf_dataset.state_dict(), dict(local)), _END: True}
+        if emit:  # end-of-stream record: trailing skips, and the worker leaves the round robin
+            yield {_META: (wid, None if state_of is None else state_of(), dict(local), True), _END: True}
 
     # ---------------------------------------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
-        """State after the last sample yielded by direct (single-process) iteration.
+        """Position after the last sample yielded by direct (single-process, loader-less) iteration.
 
         With a DataLoader use :meth:`StreamingDataLoader.state_dict` instead (it knows the worker states).
         """
-        return {"worker_states": {0: self.hf_dataset.state_dict()}, "skipped": dict(self.skipped)}
+        workers = {} if self._last_state is None else {0: copy.deepcopy(self._last_state)}
+        return {"epoch": self.epoch, "worker_states": workers, "skipped": dict(self.skipped)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Make the next direct iteration continue after the sample at which ``state`` was taken."""
         workers = dict(state.get("worker_states") or {})
-        self._resume = {int(k): v for k, v in workers.items()}
+        self._resume = {int(k): v for k, v in workers.items()} or None
+        self.set_epoch(int(state.get("epoch", 0)))
         self.skipped = collections.Counter(state.get("skipped") or {})
 
     def __repr__(self) -> str:
@@ -491,6 +551,22 @@ class ImageTextStream(torch.utils.data.IterableDataset):
         )
 
 
+def _buffer_shuffle(rows: Iterator[dict], size: int, rng: np.random.Generator) -> Iterator[dict]:
+    """Seeded shuffle buffer: once ``size`` rows are held, each new row replaces a random one, which is emitted."""
+    buffer: list[dict] = []
+    for row in rows:
+        if len(buffer) < size:
+            buffer.append(row)
+            continue
+        j = int(rng.integers(size))
+        out, buffer[j] = buffer[j], row
+        yield out
+    while buffer:
+        j = int(rng.integers(len(buffer)))
+        buffer[j], buffer[-1] = buffer[-1], buffer[j]
+        yield buffer.pop()
+
+
 def _prepare(
     path_or_id: Any,
     split: str,
@@ -498,8 +574,6 @@ def _prepare(
     load_kwargs: Mapping[str, Any],
     needed: Sequence[str],
     image_like: Sequence[str],
-    shuffle_buffer: int,
-    seed: int,
     process_index: int | None,
     num_processes: int | None,
     accelerator: Any,
@@ -521,10 +595,6 @@ def _prepare(
         col = cols.get(key)
         if col and features is not None and isinstance(features.get(col), datasets.Image):
             ds = ds.cast_column(col, datasets.Image(decode=False))
-    if shuffle_buffer < 0:
-        raise ValueError(f"shuffle_buffer must be >= 0 (0 = no shuffling); got {shuffle_buffer}")
-    if shuffle_buffer > 0:
-        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
     rank, world = _node(process_index, num_processes, accelerator)
     if world > 1:
         ds = split_dataset_by_node(ds, rank=rank, world_size=world)
@@ -567,8 +637,8 @@ def load_image_text_stream(
         extra_columns: Raw columns passed through unchanged (e.g. ``"index"``, ``"__key__"``).
         image_size: Square size of the default processor.
         data_files: Forwarded to ``datasets.load_dataset`` (select shards of a folder / Hub repo).
-        shuffle_buffer: ``datasets`` shuffle buffer size (0 = keep order); shard order is shuffled too.
-        seed: Shuffle seed (the same on every process, as ``split_dataset_by_node`` requires).
+        shuffle_buffer: Shuffle buffer size in rows (0 = keep the stored order); the shard order is shuffled too.
+        seed: Shuffle seed (the same on every process, so that nodes get disjoint shards).
         max_pixels: Images with more pixels are skipped from their header (decompression-bomb guard).
         process_index / num_processes: This process's rank and the world size for ``split_dataset_by_node``.
             Default: ``accelerator``'s, else ``torch.distributed``'s when initialised, else a single process.
@@ -578,6 +648,8 @@ def load_image_text_stream(
     Returns:
         An :class:`ImageTextStream` (a torch ``IterableDataset``); batch it with :func:`make_dataloader`.
     """
+    if shuffle_buffer < 0:
+        raise ValueError(f"shuffle_buffer must be >= 0 (0 = no shuffling); got {shuffle_buffer}")
     processor = image_processor or MuseImageProcessor(size=image_size or 448)
     explicit = {"image": image_column, "caption": caption_column, "label": label_column, "mask": mask_column}
     for key, value in (columns or {}).items():
@@ -599,7 +671,7 @@ def load_image_text_stream(
 
     ds, cols = _prepare(
         path_or_id, split, data_files, load_kwargs, extra_columns, ("image", "mask"),
-        shuffle_buffer, seed, process_index, num_processes, accelerator, resolve,
+        process_index, num_processes, accelerator, resolve,
     )  # fmt: skip
     return ImageTextStream(
         ds,
@@ -610,6 +682,8 @@ def load_image_text_stream(
         mask_column=cols["mask"],
         extra_columns=extra_columns,
         max_pixels=max_pixels,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
     )
 
 
@@ -639,6 +713,8 @@ def load_edit_stream(
     the skip counting and resume work as in :func:`load_image_text_stream` (a missing instruction is counted as
     ``missing_instruction``).
     """
+    if shuffle_buffer < 0:
+        raise ValueError(f"shuffle_buffer must be >= 0 (0 = no shuffling); got {shuffle_buffer}")
     processor = image_processor or MuseImageProcessor(size=image_size or 448)
 
     def resolve(features: datasets.Features | None, names: Sequence[str]) -> dict[str, str | None]:
@@ -652,7 +728,7 @@ def load_edit_stream(
 
     ds, cols = _prepare(
         path_or_id, split, data_files, load_kwargs, extra_columns, ("source", "target"),
-        shuffle_buffer, seed, process_index, num_processes, accelerator, resolve,
+        process_index, num_processes, accelerator, resolve,
     )  # fmt: skip
     return ImageTextStream(
         ds,
@@ -661,6 +737,8 @@ def load_edit_stream(
         text_roles={"instruction": cols["instruction"]},
         extra_columns=extra_columns,
         max_pixels=max_pixels,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
     )
 
 
@@ -735,6 +813,8 @@ class StreamingDataLoader:
         self._worker_counts: dict[int, dict[str, int]] = {}
         self._worker_states: dict[int, dict] = {}
         self._resume: dict[int, dict] = {}
+        self._next_worker = 0  # whose batch comes next (the DataLoader's round robin)
+        self._done: set[int] = set()  # workers whose last batch has been handed out this epoch
         if num_workers > dataset.num_shards:
             logger.warning(
                 "num_workers=%d > dataset shards=%d: %d workers will idle; write more shards.",
@@ -762,12 +842,33 @@ class StreamingDataLoader:
             drop_last=False,  # partial batches are dropped below, after their meta records are read
             **self._loader_kwargs,
         )
+        workers = max(1, self.num_workers)
+        pending: dict[int, collections.deque] = {w: collections.deque() for w in range(workers)}
+        source = iter(loader)
         finished = False
         try:
-            for batch in loader:
-                for wid, state, counts in batch.pop(_META, []):
-                    self._worker_states[wid] = state
+            # Emit batches in the DataLoader's own order (round robin over the workers, each leaving the cycle
+            # after its last batch), restarted at the worker whose turn it was at the checkpoint: a resumed run then
+            # hands out exactly the batches the uninterrupted run would have.
+            while len(self._done) < workers:
+                w = self._next_worker
+                if w in self._done:
+                    self._next_worker = (w + 1) % workers
+                    continue
+                while not pending[w]:
+                    batch = next(source, None)
+                    if batch is None:
+                        raise RuntimeError(f"DataLoader worker {w} stopped without its end-of-stream record")
+                    metas = batch.pop(_META)
+                    pending[metas[0][0]].append((batch, metas))
+                batch, metas = pending[w].popleft()
+                for wid, state, counts, *_ in metas:
+                    if state is not None:
+                        self._worker_states[wid] = state
                     self._worker_counts[wid] = counts
+                if _is_last(metas):
+                    self._done.add(w)
+                self._next_worker = (w + 1) % workers
                 ds.skipped = self.skipped
                 n = _batch_len(batch)
                 if n == 0 or (self.drop_last and n < self.batch_size):
@@ -775,16 +876,18 @@ class StreamingDataLoader:
                 yield batch
             finished = True
         finally:
+            del source
             ds._emit_meta = False
             ds._resume = None
             if finished:  # epoch boundary: fold worker counts into the base, start the next epoch fresh
                 self._base = self.skipped
                 self._worker_counts, self._worker_states, self._resume = {}, {}, {}
+                self._done, self._next_worker = set(), 0
                 self.epoch += 1
                 ds.skipped = collections.Counter(self._base)
 
     def state_dict(self) -> dict[str, Any]:
-        """Checkpoint: epoch, per-worker ``datasets`` states of the last batch handed out, skip counts."""
+        """Checkpoint: epoch, per-worker positions as of the last batch handed out, turn order, skip counts."""
         states = dict(self._resume)
         states.update(self._worker_states)
         return {
@@ -792,6 +895,8 @@ class StreamingDataLoader:
             "num_workers": self.num_workers,
             "batch_size": self.batch_size,
             "worker_states": copy.deepcopy(states),
+            "next_worker": self._next_worker,
+            "done_workers": sorted(self._done),
             "skipped": dict(self.skipped),
         }
 
@@ -808,11 +913,22 @@ class StreamingDataLoader:
             raise ValueError(
                 f"checkpoint has worker ids {sorted(states)} but this loader has {workers} worker(s)"
             )
+        if states and int(state.get("batch_size", self.batch_size)) != self.batch_size:
+            raise ValueError(
+                f"the checkpoint was taken with batch_size={state.get('batch_size')}, this loader has "
+                f"batch_size={self.batch_size}; resume with the same batch size."
+            )
         self.epoch = int(state.get("epoch", 0))
         self._resume = copy.deepcopy(states)
         self._worker_states, self._worker_counts = {}, {}
+        self._next_worker = int(state.get("next_worker", 0)) % workers
+        self._done = {int(w) for w in state.get("done_workers", [])}
         self._base = collections.Counter(state.get("skipped") or {})
         self.dataset.skipped = collections.Counter(self._base)
+
+
+def _is_last(metas: Sequence[tuple]) -> bool:
+    return any(len(m) > 3 and m[3] for m in metas)
 
 
 def _batch_len(batch: Mapping[str, Any]) -> int:

@@ -68,6 +68,10 @@ DISPLAY_SIZE = 256  # long side of attention overlays and latent views
 MAX_LATENT_CHANNELS_SHOWN = 16
 CONCURRENCY_LIMIT = 1  # tokenizer events; pipeline events always run one at a time (scheduler state)
 QUEUE_MAX_SIZE = 32
+#: Small model outputs (e.g. 64 px) are shown scaled up with visible pixels instead of as a thumbnail.
+DEMO_CSS = """
+.pixelated img { image-rendering: pixelated; width: 100% !important; height: 100% !important; object-fit: contain; }
+"""
 
 logger = logging.getLogger("muse_demo")
 
@@ -164,6 +168,10 @@ class SafeImage(gr.Image):
         kwargs.setdefault("format", "png")
         kwargs.setdefault("sources", ["upload", "clipboard"])
         super().__init__(*args, **kwargs)
+
+    def get_config(self, cls: type | None = None) -> dict[str, Any]:  # noqa: D102
+        # gradio reads the component's props from its class's __init__ signature: use gr.Image's.
+        return super().get_config(cls or gr.Image)
 
     def preprocess(self, payload: Any) -> PIL.Image.Image | None:  # noqa: D102
         if payload is None:
@@ -840,12 +848,13 @@ def build_demo(
                     rec_in = SafeImage(label="Image", elem_id="reconstruct-input", height=320)
                     with gr.Column():
                         rec_view = gr.Image(label="Model input", type="pil", format="png", interactive=False,
-                                            height=200, elem_id="reconstruct-view")
+                                            height=200, elem_id="reconstruct-view", elem_classes="pixelated")
                         rec_out = gr.Image(label="Reconstruction", type="pil", format="png", interactive=False,
-                                           height=200, elem_id="reconstruct-output")
+                                           height=200, elem_id="reconstruct-output", elem_classes="pixelated")
                     with gr.Column():
                         rec_latent = gr.Image(label="Latent channels (first 16, each min-max normalised)",
-                                              type="pil", format="png", interactive=False, height=200)
+                                              type="pil", format="png", interactive=False, height=200,
+                                              elem_classes="pixelated")
                         rec_metrics = gr.JSON(label="Metrics", elem_id="reconstruct-metrics")
                 rec_btn = gr.Button("Reconstruct", variant="primary", interactive=has_tok, elem_id="reconstruct-button")
                 if examples:
@@ -923,7 +932,8 @@ def build_demo(
                         gen_guidance = gr.Slider(0, MAX_GUIDANCE, value=4.5, step=0.5, label="Guidance scale")
                         gen_seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
                         gen_btn = gr.Button("Generate", variant="primary", interactive=has_pipe)
-                    gen_out = gr.Image(label="Generated", type="pil", format="png", interactive=False, height=320)
+                    gen_out = gr.Image(label="Generated", type="pil", format="png", interactive=False, height=320,
+                                       elem_classes="pixelated")
 
                 def do_generate(prompt, steps, guidance, seed, progress: gr.Progress = gr.Progress()):
                     return demo_logic.generate(prompt, steps, guidance, seed, progress)
@@ -951,7 +961,7 @@ def build_demo(
                             edit_reset = gr.Button("New conversation")
                     with gr.Column():
                         edit_out = gr.Image(label="Latest result", type="pil", format="png", interactive=False,
-                                            height=256)
+                                            height=256, elem_classes="pixelated")
                         edit_chat = gr.Chatbot(label="Conversation", height=320)
 
                 def do_edit(image, instruction, steps, guidance, seed, session,
@@ -1021,8 +1031,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     for notice in models.notices.values():
         logger.warning(notice)
     demo = build_demo(models=models, concurrency_limit=args.concurrency)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share or None,
-                max_file_size=MAX_UPLOAD_BYTES, show_error=True)
+    launch_demo(demo, server_name=args.host, server_port=args.port, share=args.share or None)
+
+
+def launch_demo(demo: gr.Blocks, attempts: int = 3, **launch_kwargs: Any) -> Any:
+    """``demo.launch`` with the demo's upload cap and CSS, retried when gradio cannot reach its own server in time.
+
+    Right after starting, gradio checks its local URL with a 3 s timeout and gives up with "localhost is not
+    accessible" when a busy machine answers more slowly; the server is then closed and started again.
+
+    Args:
+        demo: the app from :func:`build_demo`.
+        attempts: launches to try.
+        **launch_kwargs: forwarded to ``gr.Blocks.launch`` (``server_name``, ``server_port``,
+            ``prevent_thread_lock``, ...).
+
+    Returns:
+        What ``launch`` returns.
+    """
+    launch_kwargs = {"max_file_size": MAX_UPLOAD_BYTES, "show_error": True, "css": DEMO_CSS, **launch_kwargs}
+    for attempt in range(1, attempts + 1):
+        try:
+            return demo.launch(**launch_kwargs)
+        except ValueError as err:
+            if "localhost is not accessible" not in str(err) or attempt == attempts:
+                raise
+            logger.warning("gradio did not reach its own server in time (busy machine?); retrying (%d/%d)",
+                           attempt, attempts)
+            demo.close()
+    return None
 
 
 if __name__ == "__main__":

@@ -136,6 +136,15 @@ def block_params(model: MuseTokenizerModel) -> int:
     return sum(p.numel() for p in model.blocks.parameters())
 
 
+def count_flops(model: MuseTokenizerModel, x: torch.Tensor) -> int:
+    """Matmul/attention FLOPs of one ``encode`` (torch's FlopCounterMode; elementwise ops are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.encode(x)
+    return counter.get_total_flops()
+
+
 def time_encoders(
     models: dict[str, MuseTokenizerModel], x: torch.Tensor, warmup: int, repeats: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
@@ -162,6 +171,12 @@ def time_encoders(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["tiny", "small", "paper-proportions"])
+    parser.add_argument(
+        "--flops-configs",
+        nargs="*",
+        default=["muse-1b"],
+        help="presets too big to time here: built on the meta device, FLOPs only (batch 1, preset image size)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help=f"default per config: {DEFAULT_BATCH}")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=30)
@@ -197,9 +212,13 @@ def main() -> None:
                 f"{name:<18}{batch:>6}{h:>7}{t['muse']:>10.2f}{t['plain']:>10.2f}{t['unilip']:>11.2f}"
                 f"{t['muse'] / t['plain']:>12.3f}{t['muse'] / t['unilip']:>13.3f}"
             )
+        flops = {k: count_flops(m, x) for k, m in models.items()}
         print(
             f"[{name}] block params: muse {block_params(models['muse']) / 1e6:.2f}M (incl. v_itc, unused at "
-            f"inference), plain {block_params(models['plain']) / 1e6:.2f}M"
+            f"inference), plain {block_params(models['plain']) / 1e6:.2f}M; matmul GFLOPs per batch: "
+            + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in flops.items())
+            + f"; FLOP ratios muse/plain {flops['muse'] / flops['plain']:.3f}, muse/unilip "
+            f"{flops['muse'] / flops['unilip']:.3f}"
         )
     titles = {
         "cpu-min": "thread CPU time, minimum over repeats (primary: co-tenant noise only ever adds time)",
@@ -210,6 +229,17 @@ def main() -> None:
         print(f"\nencode time per batch (ms), {title}")
         print(header)
         print("\n".join(rows[kind]))
+    for name in args.flops_configs:
+        config = bench_config(name)
+        with torch.device("meta"):
+            models = build_variants(config)
+            x = torch.randn(1, 3, *config.image_hw)
+        flops = {k: count_flops(m, x) for k, m in models.items()}
+        print(
+            f"\n[{name}, meta device, {config.image_hw[0]} px] matmul GFLOPs per image: "
+            + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in flops.items())
+            + f"; muse/plain {flops['muse'] / flops['plain']:.3f}, muse/unilip {flops['muse'] / flops['unilip']:.3f}"
+        )
     print("targets: muse/plain <= 1.02, muse/unilip <= 1.07 (paper: 32/30 img/s)")
 
 

@@ -541,15 +541,38 @@ def parse_cli(argv: list[str]) -> tuple[str | None, dict[str, str], str | None]:
     return config, overrides, stage
 
 
+def _unknown_key_message(key: str, names: set[str]) -> str:
+    close = difflib.get_close_matches(key, names, n=1)
+    return f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def _check_override_keys(cls: type, overrides: dict[str, Any], stages: Any) -> None:
+    """Reject an unknown ``--key`` (or ``--stages.<name>.<key>``) from the command line, naming it as such."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in overrides:
+        parts = key.split(".")
+        if parts[0] == "stages":
+            if len(parts) < 3:
+                raise ValueError(f"--{key}: use --stages.<stage name>.<argument> value.")
+            if not isinstance(stages, dict) or parts[1] not in stages:
+                known = sorted(stages) if isinstance(stages, dict) else []
+                raise ValueError(f"--{key}: the config has no stage {parts[1]!r} (stages: {known}).")
+            field_name = parts[2]
+        else:
+            field_name = parts[0]
+        if field_name not in names:
+            raise ValueError(
+                f"Unknown argument --{key} on the command line: {_unknown_key_message(field_name, names)} is not an "
+                f"argument of {cls.__name__}; see --help."
+            )
+
+
 def _build(cls: type[MuseTrainingArguments], raw: dict[str, Any], where: str) -> MuseTrainingArguments:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in raw if k not in names]
     if unknown:
-        hints_msg = []
-        for k in unknown:
-            close = difflib.get_close_matches(k, names, n=1)
-            hints_msg.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints_msg = [_unknown_key_message(k, names) for k in unknown]
         raise ValueError(
             f"Unknown key(s) {', '.join(hints_msg)} in {where} for {cls.__name__}. "
             f"Valid keys: {', '.join(sorted(names))}."
@@ -600,13 +623,13 @@ def load_stage_arguments(
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     if isinstance(raw.get("stages"), dict):
         raw["stages"] = {k: dict(v or {}) for k, v in raw["stages"].items()}
-    for key, value in (overrides or {}).items():
-        _set_dotted(raw, key, value)
-
-    task = str(raw.get("task", "tokenizer"))
+    task = str((overrides or {}).get("task", raw.get("task", "tokenizer")))
     if task not in TASK_REGISTRY:
         raise ValueError(f"task={task!r} in {where} is unknown; choose one of {sorted(TASK_REGISTRY)}.")
     cls = import_string(TASK_REGISTRY[task].arguments)
+    _check_override_keys(cls, overrides or {}, raw.get("stages"))
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
 
     stages_raw = raw.pop("stages", None)
     if stages_raw is None:

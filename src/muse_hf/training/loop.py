@@ -583,4 +583,6 @@ def _print_help(argv: list[str]) -> None:
     )
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        print(f"  --{f.name:<28} {str(hints[f.name]).replace('typing.', ''):<34} default: {default!r}")
+        hint = hints[f.name]
+        type_name = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+        print(f"  --{f.name:<28} {type_name:<34} default: {default!r}")

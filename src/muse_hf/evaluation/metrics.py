@@ -8,6 +8,7 @@ Segmentation metrics live in :mod:`muse_hf.evaluation.segmentation`.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,9 +58,9 @@ def check_unit_images(images: torch.Tensor, name: str = "images") -> torch.Tenso
     if images.ndim != 4 or images.shape[0] == 0 or images.shape[-1] == 0 or images.shape[-2] == 0:
         raise ValueError(f"{name} must have shape (B, C, H, W) with B, H, W > 0, got {tuple(images.shape)}")
     images = images.float()
-    if not torch.isfinite(images).all():
+    lo, hi = (float(v) for v in torch.aminmax(images))  # one reduction; NaN propagates into min/max
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or inf values")
-    lo, hi = float(images.min()), float(images.max())
     if lo < -1e-4 or hi > 1 + 1e-4:
         raise ValueError(
             f"{name} must lie in [0, 1] (got min {lo:.3f}, max {hi:.3f}); denormalise with "

@@ -127,7 +127,7 @@ METRIC_SPECS: dict[str, MetricSpec] = {
         "",
         None,
         "n/a",
-        "muse_hf.objectives.gradient_conflict on one batch; group and pair named in the notes",
+        "muse_hf.objectives.gradient_conflict on the first images of the split (reconstruction, semantic NCE and topology losses); group and pair named in the notes",
     ),
     "encode_throughput": MetricSpec(
         "Encode throughput",
@@ -242,20 +242,37 @@ def render_report(result: Mapping[str, Any]) -> str:
         lines += ["", "## Attention segmentation method", "", str(result["segmentation_method"])]
     conflict = result.get("gradient_conflict")
     if conflict:
-        lines += [
-            "",
-            "## Gradient-conflict probe (one batch)",
-            "",
-            "```json",
-            json.dumps(conflict, indent=1),
-            "```",
-        ]
+        lines += ["", f"## Gradient-conflict probe ({result.get('gradient_probe_samples', '?')} images)", ""]
+        lines += _conflict_tables(conflict)
     if result.get("figures"):
         lines += ["", "## Figures", ""]
         lines += [f"![{name}]({Path(path).name})" for name, path in result["figures"].items()]
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _conflict_tables(conflict: Mapping[str, Any]) -> list[str]:
+    """Markdown tables of the gradient-conflict probe: per variant, one row per parameter group."""
+    lines: list[str] = []
+    for variant, res in conflict.items():
+        lines.append(f"**{variant}**")
+        lines.append("")
+        if "cosine" not in res:
+            lines += [f"unavailable: {res.get('unavailable', 'not computed')}", ""]
+            continue
+        groups = list(res["cosine"])
+        pairs = list(res["cosine"][groups[0]]) if groups else []
+        names = list(res["objective_share"][groups[0]]) if groups else []
+        header = ["group"] + [f"cos({p.replace('|', ', ')})" for p in pairs] + [f"share {n}" for n in names]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for g in groups:
+            row = [g] + [f"{res['cosine'][g][p]:+.4f}" for p in pairs]
+            row += [f"{res['objective_share'][g][n]:.3f}" for n in names]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    lines.append("`share` = the objective's fraction of the summed gradient norms on that group.")
+    return lines
 
 
 def _json_default(obj: Any) -> Any:

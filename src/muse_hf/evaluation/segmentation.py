@@ -4,7 +4,7 @@ Method (stated verbatim in every report, :data:`SEGMENTATION_METHOD`):
 
 1. take the last topology block's attention ``(B, heads, N, N)`` and average the heads;
 2. cluster the ``N`` attention rows of each image into ``k`` segments, ``k`` = number of regions in
-   the ground-truth mask including background (k-means on rows, ``n_init=10``, fixed seed; or
+   the ground-truth mask including background (k-means++ on rows, ``n_init=3``, fixed seed; or
    spectral clustering of the symmetrised attention);
 3. upsample the ``(h, w)`` token labels to the mask resolution (nearest);
 4. match clusters to ground-truth regions one-to-one with the Hungarian algorithm
@@ -53,7 +53,7 @@ def cluster_rows(
         features: ``(N, d)`` rows (attention rows, or per-token colours). For ``"spectral"`` this must be
             a square ``(N, N)`` non-negative affinity (e.g. attention); it is symmetrised.
         k: Number of segments (clamped to the number of distinct rows).
-        method: ``"kmeans"`` (k-means on the rows, ``n_init=10``) or ``"spectral"``.
+        method: ``"kmeans"`` (k-means++ on the rows, best of ``n_init=3`` runs) or ``"spectral"``.
         seed: ``random_state`` of the clustering.
 
     Returns:
@@ -73,7 +73,7 @@ def cluster_rows(
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore")  # duplicate rows -> sklearn ConvergenceWarning; harmless here
         if method == "kmeans":
-            labels = KMeans(n_clusters=k_eff, n_init=10, random_state=seed).fit_predict(x)
+            labels = KMeans(n_clusters=k_eff, n_init=3, random_state=seed).fit_predict(x)
         elif method == "spectral":
             if x.shape[0] != x.shape[1] or (x < 0).any():
                 raise ValueError(

@@ -623,7 +623,7 @@ class MuseDemo:
             left, top, cw, ch = box  # the same crop as the image, nearest so instance ids stay ids
             mask_img = PIL.Image.fromarray(np.asarray(scene["mask"], np.uint8)).resize(
                 (view.size[0], view.size[1]), PIL.Image.Resampling.NEAREST, box=(left, top, left + cw, top + ch))
-            mask = torch.as_tensor(np.asarray(mask_img), dtype=torch.long)  # (H, W)
+            mask = torch.from_numpy(np.array(mask_img, dtype=np.int64))  # (H, W)
             teacher = MaskAffinityTeacher()(mask[None], grid)  # (1, 1, N, N)
             note.append("**Teacher**: mask affinity from the synthetic scene's instance masks (the training teacher "
                         "for the embedded data): each token attends uniformly to its own object.")

@@ -99,6 +99,10 @@ def test_arguments_yaml_cli_and_stage_chaining(tmp_path: Path, shapes_dir: Path)
     assert len(only) == 1 and only[0].init_from == stages[0].output_dir
     with pytest.raises(ValueError, match="Train the stage that writes it first"):  # stage 1 has not run yet
         load_stage_arguments(config, overrides, stage="stage2")
+    with pytest.raises(ValueError, match="the config has no stage 'stage9'"):
+        load_stage_arguments(config, {"stages.stage9.max_train_steps": "3"})
+    with pytest.raises(ValueError, match="Unknown argument --learnig_rate on the command line"):
+        load_stage_arguments(config, {"learnig_rate": "3"})
 
 
 @pytest.mark.parametrize(

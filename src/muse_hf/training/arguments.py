@@ -395,6 +395,11 @@ TASK_REGISTRY: dict[str, TaskSpec] = {
         arguments="muse_hf.training.arguments:TokenizerTrainingArguments",
         task="muse_hf.training.tokenizer_task:TokenizerTask",
     ),
+    # The unified-model stages (connector / DiT / instruction tuning) plug into the same loop.
+    "umm": TaskSpec(
+        arguments="muse_hf.training.umm_task:UMMTrainingArguments",
+        task="muse_hf.training.umm_task:UMMTask",
+    ),
 }
 
 
@@ -404,9 +409,22 @@ def register_task(name: str, arguments: str, task: str) -> None:
 
 
 def import_string(path: str) -> Any:
-    """Import ``"package.module:Name"``."""
+    """Import ``"package.module:Name"``.
+
+    Raises:
+        ValueError: when the module or the name does not exist (e.g. a registered task not installed).
+    """
     module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as err:
+        if err.name is not None and module.startswith(err.name):
+            raise ValueError(
+                f"{path} is registered as a training task but {module} cannot be imported ({err})."
+            ) from err
+        raise
+    except AttributeError as err:
+        raise ValueError(f"{path} is registered as a training task but {module} has no {name!r}.") from err
 
 
 # ---------------------------------------------------------------------------------------------- coercion

@@ -83,7 +83,9 @@ def load_batches(num_batches: int, batch_size: int, image_size: int, seed: int) 
 
 
 def losses_for(model, logit_scale, recon, pixels, text, captions) -> dict[str, torch.Tensor]:
-    out = model(pixels, output_semantic=True)
+    # output_attentions=True: eager attention in the blocks, as in training with the topology loss; it is also
+    # required by the soft penalty, whose double backward the fused SDPA kernels do not implement
+    out = model(pixels, output_attentions=True, output_semantic=True)
     return {
         "semantic": semantic_nce_loss(out.semantic_embeds, text, logit_scale, captions=captions),
         "reconstruction": recon(out.sample, pixels)["loss"],

@@ -271,3 +271,16 @@ def test_probe_decoupled_zero_and_shared_nonzero(tiny_config):
         == shared.cosine["mlp"][("reconstruction", "semantic")]
     )
     assert not math.isnan(shared.cos("mlp", "semantic", "reconstruction"))
+
+
+def test_soft_penalty_trains_through_a_tiny_soft_model(tiny_config):
+    from muse_hf.models import MuseTokenizerModel
+
+    model = MuseTokenizerModel(tiny_config(routing="soft"))
+    losses = _muse_losses(model)  # output_attentions=True: eager attention, double backward available
+    params = shared_block_parameters(model)
+    penalty = soft_routing_penalty(params, losses["semantic"], losses["reconstruction"], weight=0.1)
+    cos = gradient_conflict(model, losses, {"blocks": params}).cos("blocks", "semantic", "reconstruction")
+    assert penalty.item() == pytest.approx(0.1 * cos**2, rel=1e-4, abs=1e-12)
+    (losses["semantic"] + losses["reconstruction"] + penalty).backward()
+    assert all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)

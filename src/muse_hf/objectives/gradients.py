@@ -252,7 +252,10 @@ def soft_routing_penalty(
     """Penalty of ``routing="soft"``: ``weight * cos(grad_a, grad_b) ** 2`` on shared parameters.
 
     The gradients are taken with ``create_graph=True`` so the penalty itself is differentiable (its
-    backward is a second-order pass). Pushing the squared cosine to 0 makes the two objectives' updates
+    backward is a second-order pass). Every op between the parameters and the losses must therefore support
+    double backward: PyTorch's fused SDPA kernels (flash / memory-efficient) do not, so run a
+    ``MuseTokenizerModel`` with ``output_attentions=True`` (its eager attention path) when using this penalty;
+    otherwise ``backward`` fails with "derivative for aten::_scaled_dot_product_..._backward is not implemented". Pushing the squared cosine to 0 makes the two objectives' updates
     orthogonal on these parameters without separating them ("Soft Regularization" of Table 4).
 
     Args:

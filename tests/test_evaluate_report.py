@@ -94,6 +94,11 @@ def test_report_has_every_field_and_rfid_unavailable(tiny_config, shapes_dir: Pa
     # the model under test *is* an untrained model built with seed 0: the untrained floor reproduces it exactly
     assert metrics["psnr"]["value"] == pytest.approx(metrics["psnr"]["untrained"])
     assert 0.0 <= metrics["attention_miou"]["value"] <= 1.0 and 0.0 < metrics["ssim"]["baseline"] <= 1.0
+    # the teacher's own attention, segmented the same way, is reported as the ceiling at this grid
+    assert (
+        0.0 < metrics["attention_miou"]["teacher_ceiling"] <= 1.0
+        and "ceiling" in metrics["attention_miou"]["note"]
+    )
     assert (
         metrics["zero_shot_accuracy"]["status"] == "ok" and metrics["zero_shot_accuracy"]["num_classes"] > 1
     )

@@ -477,6 +477,7 @@ def evaluate_tokenizer(
     accs = {name: _Accumulator(rfid=RFIDAccumulator(rfid_weights)) for name in variants}
     base = _Accumulator(rfid=RFIDAccumulator(rfid_weights))
     uniform_kl: list[float] = []
+    ceiling = _Accumulator()  # the teacher's own attention, segmented the same way
     raw_pixels: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     first_batch: dict[str, Any] | None = None
@@ -508,6 +509,12 @@ def evaluate_tokenizer(
             seg = colour_segmentation(images01, batch["mask"], grid, seed=seed)
             base.miou += seg["miou"]
             base.pixel_accuracy += seg["pixel_accuracy"]
+            if t_attn is not None:
+                seg = attention_segmentation(
+                    t_attn, batch["mask"], grid, method=segmentation_method, seed=seed
+                )
+                ceiling.miou += seg["miou"]
+                ceiling.pixel_accuracy += seg["pixel_accuracy"]
         if t_attn is not None:
             n_tok = grid[0] * grid[1]
             uniform = torch.full((1, 1, n_tok, n_tok), 1.0 / n_tok)
@@ -564,8 +571,16 @@ def evaluate_tokenizer(
     )
     if "mask" in first_batch and accs["model"].miou:
         for key, name in (("miou", "attention_miou"), ("pixel_accuracy", "attention_pixel_accuracy")):
+            top = mean(getattr(ceiling, key))
             metrics[name] = metric_entry(
-                mean(getattr(accs["model"], key)), baseline=mean(getattr(base, key)), **floors(key)
+                mean(getattr(accs["model"], key)),
+                baseline=mean(getattr(base, key)),
+                teacher_ceiling=top,
+                note=f"ceiling: the teacher's own attention, segmented the same way, scores {top:.4f} at this "
+                "token grid"
+                if top is not None
+                else "",
+                **floors(key),
             )
     else:
         reason = (

@@ -40,7 +40,9 @@ SEGMENTATION_METHOD = (
     "background; {method}, seed {seed}); token labels upsampled to the mask resolution (nearest); clusters matched "
     "one-to-one to ground-truth regions by the Hungarian algorithm (scipy linear_sum_assignment) on IoU; mIoU = mean "
     "IoU over ground-truth regions (unmatched regions score 0), pixel accuracy = fraction of pixels whose matched "
-    "cluster is their region; both averaged over images. Floor: the same clustering on per-token mean colour."
+    "cluster is their region; both averaged over images. Floor: the same clustering on per-token mean colour. "
+    "Ceiling: the structural teacher's own attention, segmented the same way (objects smaller than a token cell "
+    "cannot be recovered at this grid, so the ceiling is below 1)."
 )
 
 

@@ -179,6 +179,7 @@ class CLIPTextEmbedder(_TransformersTextEmbedder):
 
     @property
     def dim(self) -> int:
+        """``projection_dim`` of the CLIP text tower."""
         return int(self.model.config.projection_dim)
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
@@ -212,6 +213,7 @@ class SiglipTextEmbedder(_TransformersTextEmbedder):
 
     @property
     def dim(self) -> int:
+        """``projection_size`` of the SigLIP text head (``hidden_size`` when unset)."""
         config = self.model.config
         return int(getattr(config, "projection_size", None) or config.hidden_size)
 
@@ -262,6 +264,7 @@ class SentenceTransformerEmbedder(TextEmbedder):
 
     @property
     def dim(self) -> int:
+        """The sentence-transformers model's embedding dimension."""
         return self._dim
 
     def _move(self, device: torch.device) -> None:

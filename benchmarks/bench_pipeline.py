@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
-from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
+from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from muse_hf.models.configuration_muse import MuseTokenizerConfig
 from muse_hf.models.connector import MuseConnector

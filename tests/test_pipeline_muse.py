@@ -444,3 +444,17 @@ def test_compute_latent_scaling(pipe: MusePipeline) -> None:
         compute_latent_scaling(vae, [])
     with pytest.raises(ValueError, match="pixel_key"):
         compute_latent_scaling(vae, [{"image": torch.zeros(1, 3, SIZE, SIZE)}])
+
+
+def test_geneval_scores_the_pipeline(pipe: MusePipeline) -> None:
+    from muse_hf.pipelines.geneval import evaluate_pipeline
+
+    result = evaluate_pipeline(pipe, num_inference_steps=1, per_category=1, num_edits=3, batch_size=6)
+    gen_scores = result["generation"]
+    assert gen_scores["num_images"] == 6 and 0.0 <= gen_scores["overall"] <= 1.0
+    assert set(gen_scores["categories"]) == {"single_object", "colors", "two_object", "color_attr", "counting",
+                                             "position"}
+    assert result["edits"]["num_edits"] == 3 and 0.0 <= result["edits"]["success"] <= 1.0
+    assert result["settings"]["height"] == SIZE
+    no_edit = evaluate_pipeline(make_text_pipeline(reference_channels=None), num_inference_steps=1, per_category=1)
+    assert no_edit["edits"] is None

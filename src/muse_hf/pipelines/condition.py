@@ -224,7 +224,7 @@ class TextConditionEncoder(ConditionEncoder):
     @property
     def condition_dim(self) -> int:
         cfg = self.model.config
-        return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model"))
+        return int(getattr(cfg, "hidden_size", None) or cfg.d_model)
 
     def encode(
         self,

@@ -46,6 +46,7 @@ import numpy as np
 import PIL.Image
 from scipy import ndimage
 
+from ..data.shapes import _BG_PALETTE as BACKGROUND_PALETTE  # the renderer's muted background colours
 from ..data.shapes import (
     COLOURS,
     SHAPES,
@@ -55,7 +56,6 @@ from ..data.shapes import (
     SceneObject,
     render_scene,
 )
-from ..data.shapes import _BG_PALETTE as BACKGROUND_PALETTE  # the renderer's muted background colours
 from ..evaluation.metrics import PSNR_CAP_DB
 
 __all__ = [
@@ -76,6 +76,8 @@ __all__ = [
     "relation",
     "evaluate_generation",
     "evaluate_edits",
+    "evaluate_pipeline",
+    "edit_set",
 ]
 
 RELATIONS = ("left of", "right of", "above", "below")
@@ -759,3 +761,42 @@ def edit_set(num_edits: int = 24, size: int = 64, seed: int = 0,
         targets.append(PIL.Image.fromarray(render_scene(target)[0]))
         instructions.append(instruction)
     return (sources, instructions, targets) if with_targets else (sources, instructions)
+
+
+def evaluate_pipeline(
+    pipe: Any,
+    *,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 4.5,
+    seed: int = 0,
+    per_category: int = 8,
+    num_edits: int = 24,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """GenEval-style generation and edit scores of a :class:`~muse_hf.pipelines.MusePipeline` at its native size.
+
+    Every batch uses a generator seeded with ``seed`` (reproducible). Edits are skipped (``"edits": None``) when the
+    pipeline cannot edit (text-only ``mllm`` and a connector without ``reference_channels``).
+
+    Returns:
+        ``{"generation": evaluate_generation(...), "edits": evaluate_edits(...) | None, "settings": {...}}``.
+    """
+    import torch
+
+    h, w = pipe._native_size()
+    if h != w:
+        raise ValueError(f"The synthetic scenes are square; the pipeline's native size is {h}x{w}.")
+    kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=h, width=w)
+
+    def generate(prompts: list[str]) -> list[Any]:
+        return pipe(prompts, generator=torch.Generator().manual_seed(seed), **kwargs).images
+
+    def edit(images: list[PIL.Image.Image], instructions: list[str]) -> list[Any]:
+        return pipe(instructions, image=images, generator=torch.Generator().manual_seed(seed), **kwargs).images
+
+    can_edit = pipe.connector.config.reference_channels is not None or pipe.condition_encoder.supports_images
+    return {
+        "generation": evaluate_generation(generate, geneval_prompts(h, per_category, seed), batch_size),
+        "edits": evaluate_edits(edit, num_edits, h, seed, batch_size) if can_edit else None,
+        "settings": {**kwargs, "seed": seed, "per_category": per_category, "num_edits": num_edits},
+    }

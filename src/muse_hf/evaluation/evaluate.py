@@ -521,8 +521,11 @@ def evaluate_tokenizer(
             uniform_kl += [
                 float(topology_alignment_loss(uniform, t_attn[i : i + 1])) for i in range(pv.shape[0])
             ]
-        side = min(_RAW_PIXEL_PROBE_SIZE, images01.shape[-1]), min(_RAW_PIXEL_PROBE_SIZE, images01.shape[-2])
-        raw_pixels.append(F.adaptive_avg_pool2d(images01, (side[1], side[0])).flatten(1))  # (B, 3*h'*w')
+        probe_size = (
+            min(_RAW_PIXEL_PROBE_SIZE, images01.shape[-2]),
+            min(_RAW_PIXEL_PROBE_SIZE, images01.shape[-1]),
+        )
+        raw_pixels.append(F.adaptive_avg_pool2d(images01, probe_size).flatten(1))  # (B, 3*h'*w')
         if "label" in batch:
             labels.append(batch["label"])
         if not figure:
@@ -533,7 +536,7 @@ def evaluate_tokenizer(
                 "bicubic": bicubic[:k],
                 "student": outs["model"]["attention"],
                 "teacher": t_attn,
-                "batch": {key: (v[:k] if isinstance(v, torch.Tensor) else v[:k]) for key, v in batch.items()},
+                "batch": {key: v[:k] for key, v in batch.items()},
             }
         num += pv.shape[0]
     if first_batch is None or grid is None:

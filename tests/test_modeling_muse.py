@@ -521,3 +521,17 @@ def test_muse_1b_parameter_count_on_meta_device() -> None:
     assert 300e6 < parts["vision_model"] < 310e6  # InternViT-300M
     assert 155e6 < parts["decoder"] < 165e6  # DC-AE f32c32 decoder half
     assert 450e6 < total < 540e6  # paper: 496M
+
+
+def test_training_forward_after_inference_mode(tiny_config):
+    """RoPE tables cached under inference_mode must not leak into a later training forward."""
+    from muse_hf.models import MuseTokenizerModel
+
+    torch.manual_seed(0)
+    model = MuseTokenizerModel(tiny_config())
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        model.encode(pixels, output_attentions=True)
+    out = model(pixels, output_attentions=True)
+    out.sample.mean().backward()
+    assert model.blocks[0].v_sem.weight.grad is not None

@@ -82,7 +82,8 @@ class RotaryEmbedding2D(nn.Module):
         self, height: int, width: int, device: torch.device, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(cos, sin)``, each ``(height * width, head_dim)``."""
-        key = (height, width, str(device), dtype)
+        # Tables made under inference_mode are inference tensors, which autograd may not save: keep them apart.
+        key = (height, width, str(device), dtype, torch.is_inference_mode_enabled())
         cached = self._cache.get(key)
         if cached is not None:
             return cached

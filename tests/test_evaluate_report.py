@@ -83,6 +83,7 @@ def test_report_has_every_field_and_rfid_unavailable(tiny_config, shapes_dir: Pa
         "ssim",
         "attention_miou",
         "attention_pixel_accuracy",
+        "attention_token_miou",
         "linear_probe_accuracy",
         "topology_kl",
     ):

@@ -181,3 +181,14 @@ def test_colour_floor_and_helpers() -> None:
     assert labels[0] == labels[1] != labels[2] == labels[3]
     with pytest.raises(ValueError, match="unknown clustering"):
         cluster_rows(np.eye(4), 2, method="dbscan")
+
+
+def test_token_miou_scores_at_the_grid_where_small_objects_vanish() -> None:
+    """A 1-pixel object is lost at the token grid: pixel mIoU pays for it, token mIoU does not."""
+    masks = torch.zeros(1, 32, 32, dtype=torch.long)
+    masks[0, :, 16:] = 1  # right half: object 1
+    masks[0, 5, 5] = 2  # a single pixel: smaller than a 4x4 token cell, gone after the majority vote
+    grid = (8, 8)
+    res = attention_segmentation(_mask_attention(masks, grid), masks, grid, method="kmeans", seed=0)
+    assert res["token_miou"] == [1.0]
+    assert res["miou"][0] < 0.7  # the 1-pixel region scores IoU 0 among 3 regions

@@ -165,6 +165,7 @@ class _Accumulator:
     ssim: list[float] = field(default_factory=list)
     miou: list[float] = field(default_factory=list)
     pixel_accuracy: list[float] = field(default_factory=list)
+    token_miou: list[float] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
     features: list[torch.Tensor] = field(default_factory=list)
     rfid: RFIDAccumulator | None = None
@@ -225,6 +226,7 @@ def _run_variant(
         seg = attention_segmentation(attn, batch["mask"], grid, method=method, seed=seed)
         acc.miou += seg["miou"]
         acc.pixel_accuracy += seg["pixel_accuracy"]
+        acc.token_miou += seg["token_miou"]
     if attn is not None and teacher_attn is not None:
         for i in range(attn.shape[0]):  # per image, so the mean is over images like the other metrics
             acc.kl.append(float(topology_alignment_loss(attn[i : i + 1], teacher_attn[i : i + 1])))
@@ -509,12 +511,14 @@ def evaluate_tokenizer(
             seg = colour_segmentation(images01, batch["mask"], grid, seed=seed)
             base.miou += seg["miou"]
             base.pixel_accuracy += seg["pixel_accuracy"]
+            base.token_miou += seg["token_miou"]
             if t_attn is not None:
                 seg = attention_segmentation(
                     t_attn, batch["mask"], grid, method=segmentation_method, seed=seed
                 )
                 ceiling.miou += seg["miou"]
                 ceiling.pixel_accuracy += seg["pixel_accuracy"]
+                ceiling.token_miou += seg["token_miou"]
         if t_attn is not None:
             n_tok = grid[0] * grid[1]
             uniform = torch.full((1, 1, n_tok, n_tok), 1.0 / n_tok)
@@ -573,7 +577,11 @@ def evaluate_tokenizer(
         num_samples=num,
     )
     if "mask" in first_batch and accs["model"].miou:
-        for key, name in (("miou", "attention_miou"), ("pixel_accuracy", "attention_pixel_accuracy")):
+        for key, name in (
+            ("miou", "attention_miou"),
+            ("pixel_accuracy", "attention_pixel_accuracy"),
+            ("token_miou", "attention_token_miou"),
+        ):
             top = mean(getattr(ceiling, key))
             metrics[name] = metric_entry(
                 mean(getattr(accs["model"], key)),
@@ -593,6 +601,7 @@ def evaluate_tokenizer(
         )
         metrics["attention_miou"] = unavailable_entry(reason)
         metrics["attention_pixel_accuracy"] = unavailable_entry(reason)
+        metrics["attention_token_miou"] = unavailable_entry(reason)
     if accs["model"].kl:
         metrics["topology_kl"] = metric_entry(
             mean(accs["model"].kl), baseline=mean(uniform_kl), teacher=type(teacher).__name__, **floors("kl")

@@ -115,6 +115,13 @@ METRIC_SPECS: dict[str, MetricSpec] = {
         "k-means on per-token mean colour",
         "pixel accuracy of the same matched segmentation",
     ),
+    "attention_token_miou": MetricSpec(
+        "Attention token mIoU",
+        "",
+        True,
+        "k-means on per-token mean colour",
+        "the same clustering scored at the token grid against the majority-vote grid mask",
+    ),
     "topology_kl": MetricSpec(
         "Topology KL(teacher ‖ student)",
         "nats",

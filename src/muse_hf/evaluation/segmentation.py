@@ -11,6 +11,10 @@ Method (stated verbatim in every report, :data:`SEGMENTATION_METHOD`):
    (``scipy.optimize.linear_sum_assignment``) maximising IoU;
 5. mIoU = mean IoU over the ground-truth regions (an unmatched region scores 0); pixel accuracy =
    fraction of pixels whose matched cluster is their region. Both are averaged over images.
+6. token mIoU: the same at the token grid. The ground truth is the mask reduced to the grid by majority
+   vote (what the mask-affinity teacher sees), k = number of regions left on the grid, and clusters are
+   scored against it cell by cell. Pixel mIoU is capped by objects smaller than a token cell; token mIoU
+   measures how well the attention groups the tokens it can resolve.
 
 The trivial floor runs steps 2-5 on per-token mean colour instead of attention rows.
 """
@@ -42,7 +46,8 @@ SEGMENTATION_METHOD = (
     "IoU over ground-truth regions (unmatched regions score 0), pixel accuracy = fraction of pixels whose matched "
     "cluster is their region; both averaged over images. Floor: the same clustering on per-token mean colour. "
     "Ceiling: the structural teacher's own attention, segmented the same way (objects smaller than a token cell "
-    "cannot be recovered at this grid, so the ceiling is below 1)."
+    "cannot be recovered at this grid, so the ceiling is below 1). Token mIoU: the same at the token grid, against "
+    "the mask reduced to the grid by majority vote (k = regions left on the grid)."
 )
 
 
@@ -144,7 +149,10 @@ def _score_rows(
         raise ValueError(f"masks must be (B, H, W) with B = {rows.shape[0]}, got {tuple(masks.shape)}")
     if rows.shape[1] != grid[0] * grid[1]:
         raise ValueError(f"{rows.shape[1]} tokens do not fit grid {grid}")
-    out: dict[str, list[float]] = {"miou": [], "pixel_accuracy": []}
+    from muse_hf.objectives.teachers import MaskAffinityTeacher
+
+    grid_gt = MaskAffinityTeacher.grid_labels(masks.long(), grid).numpy()  # (B, N) majority-vote ids
+    out: dict[str, list[float]] = {"miou": [], "pixel_accuracy": [], "token_miou": []}
     for i in range(rows.shape[0]):
         gt = masks[i].long().numpy()
         k = len(np.unique(gt))
@@ -152,6 +160,10 @@ def _score_rows(
         scores = match_segments(upsample_labels(labels, grid, gt.shape), gt)
         out["miou"].append(scores["miou"])
         out["pixel_accuracy"].append(scores["pixel_accuracy"])
+        tok_gt = grid_gt[i].reshape(grid)  # (h, w)
+        k_tok = len(np.unique(tok_gt))
+        tok_labels = labels if k_tok == k else cluster_rows(rows[i], k_tok, method=method, seed=seed)
+        out["token_miou"].append(match_segments(np.asarray(tok_labels).reshape(grid), tok_gt)["miou"])
     return out
 
 
@@ -168,7 +180,7 @@ def attention_segmentation(
         seed: Clustering seed.
 
     Returns:
-        ``{"miou": [B floats], "pixel_accuracy": [B floats]}``.
+        ``{"miou": [B floats], "pixel_accuracy": [B floats], "token_miou": [B floats]}``.
     """
     attention = torch.as_tensor(attention).detach().float().cpu()
     if attention.ndim == 4:

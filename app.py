@@ -823,7 +823,8 @@ def build_demo(
         queue_max_size: requests waiting beyond this are refused.
 
     Returns:
-        The ``gr.Blocks`` app with its queue configured; call ``.launch()``.
+        The ``gr.Blocks`` app with its queue configured; serve it with :func:`launch_demo` (``.launch()`` works
+        too, without the upload cap and CSS).
     """
     models = models or load_demo_models(model, pipeline, teacher, device=device)
     demo_logic = MuseDemo(models)
@@ -842,7 +843,7 @@ def build_demo(
             # ---------------------------------------------------------------- Reconstruct
             with gr.Tab("Reconstruct", id="reconstruct"):
                 missing("tokenizer")
-                gr.Markdown(f"Encode an image to MUSE latents and decode it back"
+                gr.Markdown("Encode an image to MUSE latents and decode it back"
                             + (f" (at {native[0]}x{native[1]}: the image is centre-cropped and resized)." if native else "."))
                 with gr.Row():
                     rec_in = SafeImage(label="Image", elem_id="reconstruct-input", height=320)
@@ -853,7 +854,7 @@ def build_demo(
                                            height=200, elem_id="reconstruct-output", elem_classes="pixelated")
                     with gr.Column():
                         rec_latent = gr.Image(label="Latent channels (first 16, each min-max normalised)",
-                                              type="pil", format="png", interactive=False, height=200,
+                                              type="pil", format="png", interactive=False, height=240,
                                               elem_classes="pixelated")
                         rec_metrics = gr.JSON(label="Metrics", elem_id="reconstruct-metrics")
                 rec_btn = gr.Button("Reconstruct", variant="primary", interactive=has_tok, elem_id="reconstruct-button")
@@ -883,8 +884,8 @@ def build_demo(
                             st_layer = gr.Dropdown(layers or [0], value=(layers or [0])[-1], label="Block",
                                                    interactive=bool(layers))
                         with gr.Row():
-                            st_x = gr.Slider(0, 1, value=0.5, step=0.01, label="x (fraction of width)")
-                            st_y = gr.Slider(0, 1, value=0.5, step=0.01, label="y (fraction of height)")
+                            st_x = gr.Slider(0, 1, value=0.5, step=0.01, label="x (fraction of width)", elem_id="structure-x")
+                            st_y = gr.Slider(0, 1, value=0.5, step=0.01, label="y (fraction of height)", elem_id="structure-y")
                         with gr.Row():
                             st_seed = gr.Number(0, label="Scene seed", precision=0, minimum=0, maximum=MAX_SEED)
                             st_scene_btn = gr.Button("Sample a synthetic scene", interactive=has_tok

@@ -78,18 +78,27 @@ async function main() {
     summary.bad_upload_error = (await toast.innerText()).trim();
     await page.screenshot({ path: join(opts.out, "bad_upload.png"), fullPage: true });
 
-    // 3. Structure: upload, click a point, wait for the student's attention overlay.
+    // 3. Structure: upload, click a point of the picture, wait for the student's attention overlay.
     await page.getByRole("tab", { name: "Structure" }).click();
     await page.locator("#structure-input").waitFor({ state: "visible" });
     await page.locator("#structure-input input[type=file]").setInputFiles(opts.image);
-    const shown = page.locator("#structure-input img").first();
     await waitForImage(page, "#structure-input");
-    const box = await shown.boundingBox();
-    await page.mouse.click(box.x + box.width * 0.25, box.y + box.height * 0.75);
+    // Click 75% across and 30% down the *picture*: the <img> box centres it with object-fit: scale-down.
+    const target = await page.locator("#structure-input img").first().evaluate((el) => {
+      const r = el.getBoundingClientRect();
+      const scale = Math.min(r.width / el.naturalWidth, r.height / el.naturalHeight, 1);
+      const w = el.naturalWidth * scale, h = el.naturalHeight * scale;
+      return { x: r.left + (r.width - w) / 2 + 0.75 * w, y: r.top + (r.height - h) / 2 + 0.3 * h };
+    });
+    await page.mouse.click(target.x, target.y);
     summary.student = await waitForImage(page, "#structure-student");
     const note = page.locator("#structure-note");
     await note.getByText("Student").first().waitFor({ timeout: TIMEOUT });
     summary.structure_note = (await note.innerText()).replace(/\s+/g, " ").trim();
+    summary.clicked = {
+      x: Number(await page.locator("#structure-x input[type=number]").inputValue()),
+      y: Number(await page.locator("#structure-y input[type=number]").inputValue()),
+    };
     await page.screenshot({ path: join(opts.out, "structure.png"), fullPage: true });
     summary.ok = true;
   } finally {

@@ -5,13 +5,16 @@ Sub-commands:
     build-data   write the synthetic scenes dataset (parquet shards + dataset card)
     train        same as ``examples/train.py`` (use ``accelerate launch -m muse_hf.cli train ...`` for several processes)
     evaluate     same as ``examples/evaluate.py``
+    card         (re)write a saved folder's model card (README.md)
+    push         push a saved tokenizer or pipeline folder, with its card, to the Hub
+    space        publish the Gradio demo as a Space
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def _quickstart(argv: Sequence[str]) -> int:
@@ -42,7 +45,24 @@ def _evaluate(argv: Sequence[str]) -> int:
     return int(eval_main(list(argv)) or 0)
 
 
-_COMMANDS = {"quickstart": _quickstart, "build-data": _build_data, "train": _train, "evaluate": _evaluate}
+def _hub(command: str) -> Callable[[Sequence[str]], int]:
+    def run(argv: Sequence[str]) -> int:
+        from muse_hf.hub import main as hub_main
+
+        return int(hub_main([command, *argv]) or 0)
+
+    return run
+
+
+_COMMANDS = {
+    "quickstart": _quickstart,
+    "build-data": _build_data,
+    "train": _train,
+    "evaluate": _evaluate,
+    "card": _hub("card"),
+    "push": _hub("push"),
+    "space": _hub("space"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

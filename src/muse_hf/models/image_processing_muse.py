@@ -273,8 +273,8 @@ class MuseImageProcessor(BaseImageProcessor):
             ``(h, w)`` long tensor aligned with the processed ``pixel_values``.
         """
         if isinstance(mask, PIL.Image.Image):
-            mask = np.asarray(mask)
-        values = torch.as_tensor(np.asarray(mask) if isinstance(mask, np.ndarray) else mask)
+            mask = np.array(mask)  # a writable copy (np.asarray of a PIL image is read-only)
+        values = torch.as_tensor(mask)
         if values.ndim != 2 or 0 in values.shape:
             raise ValueError(f"A mask must be a non-empty (H, W) array; got shape {tuple(values.shape)}.")
         if values.is_floating_point() or values.is_complex():

@@ -5,24 +5,43 @@
    (``<out>/train/stage{1,2,3}``; re-running resumes an interrupted stage and skips finished ones);
 3. copy the final model to ``<out>/model`` (safetensors + config + image processor + model card);
 4. evaluate it on the held-out split with ``muse_hf.evaluation`` (``metrics.json``, ``report.md``,
-   ``reconstruction_grid.png``, ``attention_maps.png``) and write ``<out>/quickstart_summary.json``.
+   ``reconstruction_grid.png``, ``attention_maps.png``);
+5. the unified model (:func:`run_umm_quickstart`): measure the tokenizer's latent ``scaling_factor`` /
+   ``shift_factor`` on the data and store them in ``<out>/model/config.json``; train the tiny UMM (that
+   tokenizer + the packaged MiniLM text encoder + a tiny SANA DiT) through ``configs/umm/tiny.yaml``
+   (``<out>/train_umm/stage{1,2,3}``); ``save_pretrained`` it to ``<out>/pipeline``; generate and edit a few
+   images (``umm_generations.png``, ``umm_edits.png``) and score it with the GenEval-style check
+   (``pipeline/metrics.json``, a section of ``report.md``);
+6. write ``<out>/quickstart_summary.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_quickstart", "evaluate_saved_tokenizer", "find_config", "QUICKSTART_CONFIG"]
+__all__ = [
+    "run_quickstart",
+    "run_umm_quickstart",
+    "evaluate_saved_tokenizer",
+    "evaluate_saved_pipeline",
+    "save_umm_samples",
+    "find_config",
+    "QUICKSTART_CONFIG",
+    "QUICKSTART_UMM_CONFIG",
+]
 
 logger = logging.getLogger(__name__)
 
 QUICKSTART_CONFIG = "configs/tokenizer/tiny.yaml"
+QUICKSTART_UMM_CONFIG = "configs/umm/tiny.yaml"
 
 
 def find_config(relative: str) -> Path:
@@ -101,15 +120,343 @@ def _write_card(model_dir: Path, args: Any, trained_dir: Path) -> None:
         logger.warning("Model card not written for %s: %s: %s", model_dir, type(err).__name__, err)
 
 
-def run_quickstart(
-    output_dir: str | os.PathLike = "outputs/quickstart", config: str | os.PathLike | None = None
+# ---------------------------------------------------------------------------------------------- unified model
+_EDIT_KINDS = ("recolour", "move", "add", "remove")
+UMM_REPORT_HEADER = "## Unified model (tiny UMM): GenEval-style check"
+
+
+def _entry(value: float | None, unit: str = "", **extra: Any) -> dict[str, Any]:
+    """A ``metrics.json`` entry (see :func:`muse_hf.hub.load_metrics`); ``None`` values are marked n/a."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return {"value": None, "status": "n/a", "reason": "no image of this kind was scored", **extra}
+    return {"value": float(value), "status": "ok", "unit": unit, **extra}
+
+
+def evaluate_saved_pipeline(
+    pipeline_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 4.5,
+    per_category: int = 8,
+    num_edits: int = 24,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> dict[str, float]:
+    """Score a saved ``MusePipeline`` with the GenEval-style check (``muse_hf.pipelines.geneval.evaluate_pipeline``).
+
+    Every score is written beside its floor and ceiling, computed without a model on the same prompts/edits:
+    a blank canvas for generation and the unchanged source for edits (trivial baselines; edits also get a blank
+    canvas, ``baseline_blank``, which "removes" every object), the renderer's own scene / the true target image
+    (what a perfect model would produce; shows the detector's own accuracy).
+
+    Args:
+        pipeline_dir: the ``save_pretrained`` folder; ``metrics.json`` is written into it (the pipeline's model
+            card reads it).
+        out_dir: if given, the full result with per-image scores goes to ``<out_dir>/umm_geneval.json``.
+        num_inference_steps: denoising steps.
+        guidance_scale: classifier-free guidance weight.
+        per_category: prompts per GenEval category (6 categories).
+        num_edits: editing instructions scored.
+        seed: prompt/scene and noise seed.
+        batch_size: images per pipeline call.
+
+    Returns:
+        Flat ``{metric: value}`` (``geneval_overall``, ``geneval_<category>``, ``geneval_{colour,count,position}``,
+        ``edit_success``, ``edit_success_<kind>``, ``edit_background_psnr``).
+    """
+    import PIL.Image
+
+    from muse_hf.pipelines import MusePipeline
+    from muse_hf.pipelines.geneval import (
+        edit_set,
+        evaluate_edits,
+        evaluate_generation,
+        evaluate_pipeline,
+        geneval_prompts,
+        render_prompt,
+    )
+
+    pipe = MusePipeline.from_pretrained(str(pipeline_dir))
+    pipe.set_progress_bar_config(disable=True)
+    result = evaluate_pipeline(
+        pipe, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
+        per_category=per_category, num_edits=num_edits, batch_size=batch_size,
+    )  # fmt: skip
+    size = int(result["settings"]["height"])
+    prompts = geneval_prompts(size, per_category, seed)
+    blank = evaluate_generation(
+        lambda ps: [PIL.Image.new("RGB", (size, size), "white") for _ in ps], prompts, batch_size
+    )
+    scenes = iter(prompts)
+    ceiling = evaluate_generation(lambda ps: [render_prompt(next(scenes)) for _ in ps], prompts, batch_size)
+    gen = result["generation"]
+    entries: dict[str, dict[str, Any]] = {}
+    base = {"baseline_method": "blank canvas"}
+    entries["geneval_overall"] = _entry(
+        gen["overall"], baseline=blank["overall"], ceiling=ceiling["overall"], **base
+    )
+    for cat, acc in gen["categories"].items():
+        entries[f"geneval_{cat}"] = _entry(acc, baseline=blank["categories"][cat], ceiling=ceiling["categories"][cat],
+                                           **base)  # fmt: skip
+    for key in ("colour", "count", "position"):
+        entries[f"geneval_{key}"] = _entry(gen[key], baseline=blank[key], ceiling=ceiling[key], **base)
+    edits = result["edits"]
+    identity = erased = oracle = None
+    if edits is not None:
+        identity = evaluate_edits(lambda ims, ins: list(ims), num_edits, size, seed, batch_size)
+        erased = evaluate_edits(lambda ims, ins: [PIL.Image.new("RGB", (size, size), "white") for _ in ims], num_edits,
+                                size, seed, batch_size)  # fmt: skip
+        targets = iter(edit_set(num_edits, size, seed, with_targets=True)[2])
+        oracle = evaluate_edits(
+            lambda ims, ins: [next(targets) for _ in ims], num_edits, size, seed, batch_size
+        )
+        base = {"baseline_method": "unchanged source"}
+        entries["edit_success"] = _entry(edits["success"], baseline=identity["success"], ceiling=oracle["success"],
+                                         baseline_blank=erased["success"], **base)  # fmt: skip
+        for kind in _EDIT_KINDS:
+            if kind in edits["per_kind"]:
+                entries[f"edit_success_{kind}"] = _entry(
+                    edits["per_kind"][kind], baseline=identity["per_kind"][kind], ceiling=oracle["per_kind"][kind],
+                    baseline_blank=erased["per_kind"][kind], **base,
+                )  # fmt: skip
+        entries["edit_background_psnr"] = _entry(
+            edits["background_psnr"], "dB", baseline=identity["background_psnr"], ceiling=oracle["background_psnr"],
+            baseline_blank=erased["background_psnr"], **base,
+        )  # fmt: skip
+    settings = result["settings"]
+    metrics_doc = {
+        "metrics": entries,
+        "data": "muse_hf.pipelines.geneval",
+        "description": "GenEval-style prompts and edits on the synthetic scenes, scored by the deterministic "
+        "shape/colour detector (baseline: blank canvas / unchanged source; ceiling: the renderer's own images).",
+        "settings": settings,
+    }
+    (Path(pipeline_dir) / "metrics.json").write_text(json.dumps(metrics_doc, indent=2))
+    if out_dir is not None:
+        full = {**result, "baselines": {"generation_blank": blank, "generation_renderer": ceiling,
+                                        "edits_unchanged": identity, "edits_blank": erased, "edits_target": oracle}}  # fmt: skip
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "umm_geneval.json").write_text(json.dumps(full, indent=2, default=str))
+    return {k: e["value"] for k, e in entries.items() if e["value"] is not None}
+
+
+def save_umm_samples(
+    pipe: Any,
+    out_dir: str | os.PathLike,
+    *,
+    num_prompts: int = 6,
+    num_edits: int = 6,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 4.5,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Build data, train the tiny 3-stage curriculum, save, evaluate; everything lands in ``output_dir``.
+    """Generate and edit a few images with ``pipe`` and save them as PNG grids in ``out_dir``.
+
+    ``umm_generations.png``: top row generated, bottom row the renderer's scene for the same prompt;
+    ``umm_edits.png``: rows source / edited / true target. The prompts and instructions (grid order) are in
+    ``umm_samples.json``.
+
+    Returns:
+        ``{"generations": [prompt...], "edits": [instruction...], "files": [...]}``.
+    """
+    import torch
+    from diffusers.utils import make_image_grid
+
+    from muse_hf.pipelines.geneval import edit_set, geneval_prompts, render_prompt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    size = pipe._native_size()[0]
+    kwargs = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
+    items = geneval_prompts(size, -(-num_prompts // 6), seed)[:num_prompts]
+    generated = pipe(
+        [it.prompt for it in items], generator=torch.Generator().manual_seed(seed), **kwargs
+    ).images
+    grid = make_image_grid(
+        [*generated, *(render_prompt(it) for it in items)], rows=2, cols=len(items), resize=128
+    )
+    grid.save(out / "umm_generations.png")
+    files = [str(out / "umm_generations.png")]
+    record: dict[str, Any] = {
+        "generations": [{"prompt": it.prompt, "category": it.category} for it in items],
+        "edits": [],
+    }
+    can_edit = pipe.connector.config.reference_channels is not None or pipe.condition_encoder.supports_images
+    if can_edit and num_edits > 0:
+        sources, instructions, targets = edit_set(num_edits, size, seed, with_targets=True)
+        edited = pipe(
+            instructions, image=sources, generator=torch.Generator().manual_seed(seed), **kwargs
+        ).images
+        grid = make_image_grid([*sources, *edited, *targets], rows=3, cols=num_edits, resize=128)
+        grid.save(out / "umm_edits.png")
+        files.append(str(out / "umm_edits.png"))
+        record["edits"] = list(instructions)
+    record["files"] = files
+    (out / "umm_samples.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _umm_report(out: Path, metrics_file: Path, samples: dict[str, Any], command: str) -> str:
+    """A markdown section with the pipeline's GenEval-style scores beside their floors and ceilings."""
+    doc = json.loads(metrics_file.read_text())
+    lines = [
+        UMM_REPORT_HEADER,
+        "",
+        f"Command: `{command}`. Pipeline: `{out / 'pipeline'}`. Settings: {doc.get('settings')}.",
+        "Scores by the deterministic shape/colour detector of `muse_hf.pipelines.geneval`; the baseline needs no "
+        "model (blank canvas / unchanged source), the ceiling is the renderer's own image (the detector's accuracy).",
+        "",
+        "| metric | value | baseline | ceiling |",
+        "|---|---|---|---|",
+    ]
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    for key, e in doc["metrics"].items():
+        baseline = f"{fmt(e.get('baseline'))} ({e.get('baseline_method', '')})"
+        if "baseline_blank" in e:
+            baseline += f"; {fmt(e['baseline_blank'])} (blank canvas)"
+        lines.append(f"| {key} | {fmt(e.get('value'))} | {baseline} | {fmt(e.get('ceiling'))} |")
+    lines += ["", "Samples: `umm_generations.png` (top: generated, bottom: the prompt's rendered scene): "
+              + "; ".join(g["prompt"] for g in samples["generations"]) + "."]  # fmt: skip
+    if samples["edits"]:
+        lines.append("`umm_edits.png` (rows: source, edited, target): " + "; ".join(samples["edits"]) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def run_umm_quickstart(
+    output_dir: str | os.PathLike,
+    tokenizer_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    config: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    scaling_batches: int = 8,
+    eval_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The quickstart's unified-model part: latent scaling, 3-stage tiny UMM, save, samples, GenEval-style scores.
+
+    Args:
+        output_dir: the quickstart folder (``train_umm/``, ``pipeline/``, ``umm_*.png``, ``umm_geneval.json``, and a
+            section appended to ``report.md``).
+        tokenizer_dir: the trained tokenizer folder; its ``config.json`` receives ``scaling_factor``/``shift_factor``.
+        data_dir: the synthetic scenes (captions + editing pairs).
+        config: UMM curriculum (default ``configs/umm/tiny.yaml``).
+        overrides: extra argument overrides (e.g. ``{"stages.stage2.max_train_steps": 5}`` for a smoke run).
+        scaling_batches: batches of 32 images measured for the latent scaling.
+        eval_kwargs: keyword arguments of :func:`evaluate_saved_pipeline` (and the sample generation).
+
+    Returns:
+        ``{"latent_scaling", "stages", "metrics", "timings", "pipeline_dir", "lora_adapter", "samples"}``.
+    """
+    from muse_hf.hub import write_model_card
+    from muse_hf.pipelines import MusePipeline
+    from muse_hf.training.arguments import load_stage_arguments
+    from muse_hf.training.loop import run_stages
+    from muse_hf.training.umm_task import LORA_DIR, compute_and_store_latent_scaling
+
+    start = time.perf_counter()
+    out = Path(output_dir)
+    config_path = Path(config) if config is not None else find_config(QUICKSTART_UMM_CONFIG)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    scaling = compute_and_store_latent_scaling(
+        tokenizer_dir, data_dir, num_batches=scaling_batches, batch_size=32
+    )
+    timings["latent_scaling_s"] = time.perf_counter() - t0
+
+    stages = load_stage_arguments(
+        config_path,
+        {
+            "output_dir": str(out / "train_umm"),
+            "train_data": str(data_dir),
+            "tokenizer_name_or_path": str(tokenizer_dir),
+            "build_synthetic_data": "true",
+            "resume_from_checkpoint": "latest",
+            **(overrides or {}),
+        },
+    )
+    t0 = time.perf_counter()
+    results = run_stages(stages)
+    timings["train_s"] = time.perf_counter() - t0
+    logs_dir = out / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        log = Path(r.output_dir) / "logs" / "train_log.jsonl"
+        if log.is_file():
+            shutil.copy(log, logs_dir / f"umm_{Path(r.output_dir).name}_train_log.jsonl")
+
+    t0 = time.perf_counter()
+    final = Path(results[-1].output_dir)
+    pipe = MusePipeline.from_pretrained(str(final))
+    pipe.set_progress_bar_config(disable=True)
+    pipeline_dir = out / "pipeline"
+    if pipeline_dir.exists():
+        shutil.rmtree(pipeline_dir)
+    pipe.save_pretrained(str(pipeline_dir))
+    timings["save_s"] = time.perf_counter() - t0
+
+    ek = {"num_inference_steps": 20, "guidance_scale": 4.5, "seed": 0, **(eval_kwargs or {})}
+    t0 = time.perf_counter()
+    metrics = evaluate_saved_pipeline(pipeline_dir, out, **ek)
+    timings["evaluate_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sample_kw = {k: ek[k] for k in ("num_inference_steps", "guidance_scale", "seed")}
+    samples = save_umm_samples(pipe, out, **sample_kw)
+    timings["samples_s"] = time.perf_counter() - t0
+
+    summary_file = final / "training_summary.json"
+    stage_summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    settings = {
+        **{k: v for k, v in stages[-1].to_dict().items() if v is not None},
+        **stage_summary,
+        "datasets": str(data_dir),
+        "base_model": str(tokenizer_dir),
+    }
+    try:
+        write_model_card("pipeline", pipeline_dir, settings=settings)
+    except Exception as err:  # noqa: BLE001 - the card is a convenience; the metrics are already written
+        logger.warning("Model card not written for %s: %s: %s", pipeline_dir, type(err).__name__, err)
+    report = out / "report.md"
+    section = _umm_report(out, pipeline_dir / "metrics.json", samples, "make quickstart")
+    text = report.read_text() if report.is_file() else ""
+    if UMM_REPORT_HEADER in text:  # a re-run replaces its own section (always the last one)
+        text = text[: text.index(UMM_REPORT_HEADER)]
+    report.write_text((text.rstrip() + "\n\n" if text.strip() else "") + section)
+    timings["total_s"] = time.perf_counter() - start
+    lora = final / LORA_DIR
+    return {
+        "config": str(config_path),
+        "latent_scaling": dataclasses.asdict(scaling),
+        "stages": [
+            {"stage": Path(r.output_dir).name, "steps": r.global_step, "wall_time_s": r.wall_time_s}
+            for r in results
+        ],
+        "metrics": metrics,
+        "timings": timings,
+        "pipeline_dir": str(pipeline_dir),
+        "lora_adapter": str(lora) if lora.is_dir() else None,
+        "samples": samples,
+    }
+
+
+def run_quickstart(
+    output_dir: str | os.PathLike = "outputs/quickstart",
+    config: str | os.PathLike | None = None,
+    umm_config: str | os.PathLike | None = None,
+    umm: bool = True,
+) -> dict[str, Any]:
+    """Build data, train the tiny 3-stage curriculum, save, evaluate, then the tiny unified model; everything lands
+    in ``output_dir``.
 
     Args:
         output_dir: Output folder (``data/``, ``train/``, ``model/``, ``logs/``, ``metrics.json``, ``report.md``,
-            PNGs, ``quickstart_summary.json``).
+            PNGs, ``train_umm/``, ``pipeline/``, ``quickstart_summary.json``).
         config: Curriculum config (default ``configs/tokenizer/tiny.yaml``).
+        umm_config: Unified-model curriculum config (default ``configs/umm/tiny.yaml``).
+        umm: Also run the unified-model part (:func:`run_umm_quickstart`).
 
     Returns:
         The summary written to ``quickstart_summary.json``.
@@ -156,6 +503,11 @@ def run_quickstart(
     metrics = evaluate_saved_tokenizer(model_dir, data_dir, stages[-1].eval_split, out)
     timings["evaluate_s"] = time.perf_counter() - t0
     _write_card(model_dir, stages[-1], final)
+    umm_summary = None
+    if umm:
+        t0 = time.perf_counter()
+        umm_summary = run_umm_quickstart(out, model_dir, data_dir, umm_config)
+        timings["umm_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - start
     summary = {
         "config": str(config_path),
@@ -166,10 +518,16 @@ def run_quickstart(
         "metrics": metrics,
         "timings": timings,
         "model_dir": str(model_dir),
+        "umm": umm_summary,
     }
     (out / "quickstart_summary.json").write_text(json.dumps(summary, indent=2))
     print(f"quickstart finished in {timings['total_s']:.0f} s -> {out}")
     for key in ("psnr", "ssim", "zero_shot_accuracy", "linear_probe_accuracy", "attention_miou"):
         if key in metrics:
             print(f"  {key:<24} {metrics[key]:.4f}")
+    if umm_summary is not None:
+        print(f"  unified model -> {umm_summary['pipeline_dir']} (GenEval-style, see report.md):")
+        for key in ("geneval_overall", "edit_success", "edit_background_psnr"):
+            if key in umm_summary["metrics"]:
+                print(f"  {key:<24} {umm_summary['metrics'][key]:.4f}")
     return summary

@@ -158,7 +158,10 @@ class UMMTrainingArguments(MuseTrainingArguments):
         MuseTrainingArguments.validate(dataclasses.replace(self, init_from=None), produced_by_earlier_stage)
         if not 0.0 <= self.edit_ratio <= 1.0:
             raise ValueError(f"edit_ratio must be in [0, 1], got {self.edit_ratio}.")
-        if 0.0 < self.edit_ratio < 1.0 and not 1 <= round(self.edit_ratio * self.train_batch_size) < self.train_batch_size:
+        if (
+            0.0 < self.edit_ratio < 1.0
+            and not 1 <= round(self.edit_ratio * self.train_batch_size) < self.train_batch_size
+        ):
             raise ValueError(
                 f"edit_ratio={self.edit_ratio} with train_batch_size={self.train_batch_size} leaves one of the two "
                 "streams without samples; raise train_batch_size or use edit_ratio 0 or 1."
@@ -176,21 +179,30 @@ class UMMTrainingArguments(MuseTrainingArguments):
                     f"{self.lora_alpha}, {self.lora_dropout}."
                 )
             if not self.lora_target_modules:
-                raise ValueError("train_transformer=lora needs lora_target_modules (e.g. [to_q, to_k, to_v, to_out.0]).")
+                raise ValueError(
+                    "train_transformer=lora needs lora_target_modules (e.g. [to_q, to_k, to_v, to_out.0])."
+                )
         if not self.train_connector and self.train_transformer == "none":
             raise ValueError(
                 "train_connector is false and train_transformer is 'none': nothing to train. Stage 1 trains the "
                 "connector, stage 2 adds train_transformer: full, stage 3 may use train_transformer: lora."
             )
         if self.edit_ratio > 0 and self.edit_data is not None:
-            _check_data_path(self.edit_data, "edit_data", self.build_synthetic_data and self.edit_data == self.train_data)
+            _check_data_path(
+                self.edit_data, "edit_data", self.build_synthetic_data and self.edit_data == self.train_data
+            )
         if self.init_from is None:
             if self.tokenizer_name_or_path is None:
                 raise ValueError(
                     "tokenizer_name_or_path is not set: a pipeline built from scratch (no init_from) needs the trained "
                     "MUSE tokenizer folder, e.g. --tokenizer_name_or_path outputs/quickstart/model."
                 )
-            _check_model_path(self.tokenizer_name_or_path, "tokenizer_name_or_path", "config.json", produced_by_earlier_stage)
+            _check_model_path(
+                self.tokenizer_name_or_path,
+                "tokenizer_name_or_path",
+                "config.json",
+                produced_by_earlier_stage,
+            )
         elif self.init_from not in produced_by_earlier_stage:
             _check_model_path(self.init_from, "init_from", "model_index.json", produced_by_earlier_stage)
         for name in ("eval_num_inference_steps", "eval_per_category"):
@@ -203,7 +215,9 @@ def _check_data_path(path: str, name: str, will_be_built: bool) -> None:
         return
     if is_hub_id(path) and not _hub_offline():
         return
-    raise ValueError(f"{name}={path!r} does not exist locally (and cannot be fetched from the Hub while offline).")
+    raise ValueError(
+        f"{name}={path!r} does not exist locally (and cannot be fetched from the Hub while offline)."
+    )
 
 
 def _check_model_path(path: str, name: str, marker: str, produced: frozenset[str]) -> None:
@@ -214,7 +228,11 @@ def _check_model_path(path: str, name: str, marker: str, produced: frozenset[str
         if not (local / marker).is_file():
             raise ValueError(
                 f"{name}={path!r} exists but has no {marker}; it must be a save_pretrained folder"
-                + (" of a MusePipeline (a previous UMM stage's output_dir)." if marker == "model_index.json" else ".")
+                + (
+                    " of a MusePipeline (a previous UMM stage's output_dir)."
+                    if marker == "model_index.json"
+                    else "."
+                )
             )
         return
     if not is_hub_id(path) or _hub_offline():
@@ -415,7 +433,9 @@ class UMMTask(TrainingTask):
                 "image_processor": image_processor,
             }  # fmt: skip
         vae = MuseTokenizerModel.from_pretrained(a.tokenizer_name_or_path)
-        if (Path(a.tokenizer_name_or_path) / "preprocessor_config.json").is_file() or is_hub_id(a.tokenizer_name_or_path):
+        if (Path(a.tokenizer_name_or_path) / "preprocessor_config.json").is_file() or is_hub_id(
+            a.tokenizer_name_or_path
+        ):
             image_processor = MuseImageProcessor.from_pretrained(a.tokenizer_name_or_path, size=size)
         else:
             image_processor = MuseImageProcessor(size=size)
@@ -443,7 +463,11 @@ class UMMTask(TrainingTask):
         if a.transformer_name_or_path is not None:
             path = a.transformer_name_or_path
             local = Path(path)
-            subfolder = "transformer" if (local / "transformer").is_dir() or (not local.exists() and is_hub_id(path)) else None
+            subfolder = (
+                "transformer"
+                if (local / "transformer").is_dir() or (not local.exists() and is_hub_id(path))
+                else None
+            )
             transformer = SanaTransformer2DModel.from_pretrained(path, subfolder=subfolder)
         else:
             factor = int(vae.config.spatial_compression_ratio)
@@ -459,7 +483,9 @@ class UMMTask(TrainingTask):
             )
         return transformer
 
-    def _build_connector(self, mllm: nn.Module, encoder: Any, transformer: nn.Module, vae: nn.Module) -> nn.Module:
+    def _build_connector(
+        self, mllm: nn.Module, encoder: Any, transformer: nn.Module, vae: nn.Module
+    ) -> nn.Module:
         from muse_hf.models.connector import MuseConnector
 
         a = self.args
@@ -480,7 +506,13 @@ class UMMTask(TrainingTask):
         dim = int(encoder.condition_dim)
         defaults = {"hidden_size": dim, "num_attention_heads": max(1, dim // 64)}
         return MuseConnector(
-            **{**defaults, **cfg, "condition_dim": dim, "caption_channels": caption, "reference_channels": ref_channels}
+            **{
+                **defaults,
+                **cfg,
+                "condition_dim": dim,
+                "caption_channels": caption,
+                "reference_channels": ref_channels,
+            }
         )
 
     def _apply_stage(self, connector: nn.Module, transformer: nn.Module) -> nn.Module:
@@ -502,7 +534,9 @@ class UMMTask(TrainingTask):
             )
             transformer = get_peft_model(transformer, config)  # base weights frozen, adapters trainable
             if a.init_from is not None:
-                transformer.peft_config["default"].base_model_name_or_path = str(Path(a.init_from) / "transformer")
+                transformer.peft_config["default"].base_model_name_or_path = str(
+                    Path(a.init_from) / "transformer"
+                )
         return transformer
 
     def build(self, accelerator: Accelerator) -> None:  # noqa: D102
@@ -526,7 +560,11 @@ class UMMTask(TrainingTask):
             )
         self.condition_encoder = build_condition_encoder(self.mllm, self.processor, self.image_processor)
         connector = parts["connector"]
-        if a.edit_ratio > 0 and connector.config.reference_channels is None and not self.condition_encoder.supports_images:
+        if (
+            a.edit_ratio > 0
+            and connector.config.reference_channels is None
+            and not self.condition_encoder.supports_images
+        ):
             raise ValueError(
                 "edit_ratio > 0 but this pipeline cannot edit: its mllm is text-only and its connector has no "
                 "reference_channels. Build stage 1 with connector_reference_latents: true (the default for text "
@@ -625,7 +663,9 @@ class UMMTask(TrainingTask):
             target = latents.pop(0)
             images = None
             if self.condition_encoder.supports_images:
-                images = self.image_processor.postprocess(edit_b["source_pixel_values"].float(), output_type="pil")
+                images = self.image_processor.postprocess(
+                    edit_b["source_pixel_values"].float(), output_type="pil"
+                )
             edit_in = {"latents": target, "prompts": list(edit_b["instruction"]),
                        "reference_latents": latents.pop(0) if use_ref else None, "images": images}  # fmt: skip
         outs = modules["model"](gen=gen_in, edit=edit_in, generator=self._generator(step))
@@ -642,7 +682,9 @@ class UMMTask(TrainingTask):
         return StepOutput(losses={"model": loss}, logs=logs, num_samples=int(total_n))
 
     # ------------------------------------------------------------------ output
-    def _materialise(self, accelerator: Accelerator, modules: dict[str, nn.Module]) -> tuple[nn.Module, nn.Module] | None:
+    def _materialise(
+        self, accelerator: Accelerator, modules: dict[str, nn.Module]
+    ) -> tuple[nn.Module, nn.Module] | None:
         """(connector, transformer) with the full trained weights, on the main process (None elsewhere)."""
         from muse_hf.training.loop import _is_sharded
 
@@ -675,7 +717,9 @@ class UMMTask(TrainingTask):
         connector, transformer = parts
         out = Path(output_dir)
         if _is_peft(transformer):
-            transformer.save_pretrained(str(out / LORA_DIR), safe_serialization=True)  # adapter only (peft way)
+            transformer.save_pretrained(
+                str(out / LORA_DIR), safe_serialization=True
+            )  # adapter only (peft way)
             transformer = copy.deepcopy(transformer).merge_and_unload()  # plain SANA DiT for the pipeline
         self.build_pipeline(connector, transformer).save_pretrained(str(out), safe_serialization=True)
 
@@ -703,11 +747,23 @@ class UMMTask(TrainingTask):
                 if v is not None and k not in ("push_to_hub", "hub_model_id", "hub_private")
             },
             **{k: v for k, v in summary.items() if k != "metrics"},
-            "base_model": [b for b in (a.init_from, a.tokenizer_name_or_path, a.condition_encoder_name_or_path,
-                                       a.transformer_name_or_path) if b],  # fmt: skip
-            "datasets": [d for d in dict.fromkeys([a.train_data, a.edit_data if a.edit_ratio > 0 else None]) if d],
+            "base_model": [
+                b
+                for b in (
+                    a.init_from,
+                    a.tokenizer_name_or_path,
+                    a.condition_encoder_name_or_path,
+                    a.transformer_name_or_path,
+                )
+                if b
+            ],  # fmt: skip
+            "datasets": [
+                d for d in dict.fromkeys([a.train_data, a.edit_data if a.edit_ratio > 0 else None]) if d
+            ],
         }
-        write_model_card("pipeline", output_dir, metrics=metrics or None, settings=settings, repo_id=a.hub_model_id)
+        write_model_card(
+            "pipeline", output_dir, metrics=metrics or None, settings=settings, repo_id=a.hub_model_id
+        )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -733,7 +789,9 @@ def _load_condition_encoder(name_or_path: str | None) -> tuple[nn.Module, Any]:
         try:
             processor = AutoProcessor.from_pretrained(name_or_path)
         except (ImportError, OSError, ValueError) as err:  # e.g. the video processor needs torchvision
-            logger.warning("AutoProcessor failed for %s (%s); using its tokenizer as the processor.", name_or_path, err)
+            logger.warning(
+                "AutoProcessor failed for %s (%s); using its tokenizer as the processor.", name_or_path, err
+            )
             processor = AutoTokenizer.from_pretrained(name_or_path)
         return model, processor
     return AutoModel.from_pretrained(name_or_path), AutoTokenizer.from_pretrained(name_or_path)
@@ -761,7 +819,9 @@ def load_lora_transformer(
     from peft import PeftModel
 
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
-        raise ValueError(f"{adapter_dir} holds no peft adapter (adapter_config.json); pass a <stage>/{LORA_DIR} folder.")
+        raise ValueError(
+            f"{adapter_dir} holds no peft adapter (adapter_config.json); pass a <stage>/{LORA_DIR} folder."
+        )
     if isinstance(transformer, (str, os.PathLike)):
         path = Path(transformer)
         transformer = SanaTransformer2DModel.from_pretrained(
@@ -845,15 +905,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         Exit code (0 success, 2 bad arguments).
     """
-    parser = argparse.ArgumentParser(prog="python -m muse_hf.training.umm_task", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m muse_hf.training.umm_task", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("compute-scaling", help="measure the tokenizer's latent scaling/shift and store it in its config")
+    p = sub.add_parser(
+        "compute-scaling", help="measure the tokenizer's latent scaling/shift and store it in its config"
+    )
     p.add_argument("--model", required=True, help="saved MUSE tokenizer folder (its config.json is updated)")
     p.add_argument("--data", required=True, help="image dataset: local folder / shards or Hub id")
     p.add_argument("--split", default="train")
     p.add_argument("--num_batches", type=int, default=8)
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--resolution", type=int, default=None, help="image side (default: the tokenizer's image_size)")
+    p.add_argument(
+        "--resolution", type=int, default=None, help="image side (default: the tokenizer's image_size)"
+    )
     p.add_argument("--image_column", default=None)
     p.add_argument("--no_shift", action="store_true", help="scale only (shift_factor 0), as UniLIP / SANA")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

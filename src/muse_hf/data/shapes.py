@@ -218,7 +218,7 @@ def _shape_mask(obj: SceneObject, size: int) -> tuple[np.ndarray, int, int]:
         m = (ix - tx) * py - iy * (px - tx) >= 0
     else:
         raise ValueError(f"unknown shape {s!r}; expected one of {SHAPES}")
-    return np.ascontiguousarray(np.broadcast_to(m, (y1 - y0, x1 - x0))), y0, x0
+    return m, y0, x0  # every formula mixes dx (1, w) and dy (h, 1): m is (h, w)
 
 
 def _texture(obj: SceneObject, y0: int, x0: int, h: int, w: int) -> np.ndarray:
@@ -245,7 +245,8 @@ def _texture(obj: SceneObject, y0: int, x0: int, h: int, w: int) -> np.ndarray:
         ddy = np.mod(dy, q) - q / 2
         alt = ddx * ddx + ddy * ddy <= (0.55 * p) ** 2
         other = base * 0.35
-    alt = np.broadcast_to(alt, (h, w))
+    if alt.shape != (h, w):  # stripes along one axis depend on dx or dy only
+        alt = np.broadcast_to(alt, (h, w))
     out[alt] = other
     return out.astype(np.uint8)
 

@@ -128,7 +128,8 @@ VARIANTS: dict[str, AblationVariant] = {
         AblationVariant("two_stream", "Two-Stream (Upper Bound)", "two_stream", True, True, ("routing",)),
     )
 }
-TABLE_LABELS = {"objectives": "Table 3", "routing": "Table 4"}
+_TABLE3_ORDER = ("baseline", "semantic", "topology", "full")
+_TABLE4_ORDER = ("shared", "soft", "two_stream", "full")
 
 #: Paper Table 3 (MUSE-1B): rFID, zero-shot (%), mIoU (%), and the UMM's MMB and Spatial scores.
 PAPER_TABLE3: dict[str, dict[str, float]] = {
@@ -148,6 +149,7 @@ PAPER_TABLE4: dict[str, dict[str, float | None]] = {
 
 # table column -> (evaluate_tokenizer metric, display scale)
 _EVAL_METRICS: dict[str, tuple[str, float]] = {
+    "rfid": ("rfid", 1.0),
     "psnr": ("psnr", 1.0),
     "ssim": ("ssim", 1.0),
     "zero_shot": ("zero_shot_accuracy", 100.0),
@@ -155,7 +157,17 @@ _EVAL_METRICS: dict[str, tuple[str, float]] = {
     "miou": ("attention_miou", 100.0),
     "topology_kl": ("topology_kl", 1.0),
 }
-_DIGITS = {"psnr": 2, "ssim": 3, "zero_shot": 1, "linear_probe": 1, "miou": 1, "topology_kl": 3, "cos": 3}
+_DIGITS = {
+    "rfid": 2,
+    "psnr": 2,
+    "ssim": 3,
+    "zero_shot": 1,
+    "linear_probe": 1,
+    "miou": 1,
+    "topology_kl": 3,
+    "cos": 3,
+    "cos_init": 3,
+}
 _NEAR_ZERO_COS = 0.05  # |cos| below this counts as "near zero" in the claims check
 
 
@@ -187,6 +199,7 @@ class AblationSettings:
         probe_every: Gradient-cosine probe period in optimizer steps.
         probe_samples: Images in the fixed probe batch.
         untrained_floor: Also evaluate an untrained model once per routing (first seed).
+        rfid_weights: Local Inception-v3 weights for rFID (otherwise rFID is unavailable and PSNR stands in).
         jobs: Runs in parallel (separate processes).
         threads: torch threads per run (None: leave torch's default).
         keep_models: Keep each run's ``save_pretrained`` folder (otherwise only logs and results are kept).
@@ -212,6 +225,7 @@ class AblationSettings:
     probe_every: int = 20
     probe_samples: int = 16
     untrained_floor: bool = True
+    rfid_weights: str | None = None
     jobs: int = 1
     threads: int | None = 1
     keep_models: bool = False
@@ -531,6 +545,7 @@ class CosineProbeTask(TokenizerTask):
             record["group"] = full.get("headline_group")
             record["groups"] = full["cosine"]
             record["group_share"] = full["group_share"]
+            record["norms"] = full["norms"]
         else:
             record["reason"] = why
         self.cosine_history.append(record)
@@ -611,7 +626,7 @@ def _train_and_evaluate(
     t0 = time.perf_counter()
     result = train(args, task=task)
     train_s = time.perf_counter() - t0
-    if task.cosine_history[-1]["step"] != result.global_step:
+    if not task.cosine_history or task.cosine_history[-1]["step"] != result.global_step:
         task.probe(result.global_step)  # the trained model
     model = task.tokenizer
     params = _parameter_counts(model)
@@ -625,6 +640,7 @@ def _train_and_evaluate(
         max_samples=settings.eval_samples,
         include_photos=False,
         compare_untrained=evaluate_untrained,
+        rfid_weights=settings.rfid_weights,
         probe_gradients=False,  # measured by the probe above, over training
         throughput_repeats=1,
         seed=EVAL_SEED,
@@ -959,131 +975,121 @@ def _params(count: int | None) -> str:
     return f"{count / 1e6:.2f}M" if count >= 1e5 else f"{count / 1e3:.1f}K"
 
 
-def _table3(summary: Mapping[str, Any]) -> list[str]:
-    names = [n for n in ("baseline", "semantic", "topology", "full") if n in summary["variants"]]
-    header = [
-        "Configuration",
-        "L_sem",
-        "L_topo",
-        "PSNR dB ↑",
-        "paper rFID ↓",
-        "SSIM ↑",
-        "Zero-shot % ↑",
-        "paper",
-        "Linear probe % ↑",
-        "mIoU % ↑",
-        "paper",
-        "Grad cos (sem, rec)",
-        "at init",
-        "Params",
-        "paper MMB / Spatial",
+# A column: (header, our metric column or None, how a variant's cell is made, how a floor row's cell is made).
+_Column = tuple[str, str | None, Any, Any]
+
+
+def _ours(column: str, signed: bool = False) -> Any:
+    return lambda e, n, ref: _cell(e["metrics"][column], _DIGITS[column], signed)
+
+
+def _floor(column: str, signed: bool = False) -> Any:
+    return lambda values: _num(values.get(column), _DIGITS[column], signed)
+
+
+def _paper(
+    table: Mapping[str, Mapping[str, float | None]], key: str, digits: int, signed: bool = False
+) -> Any:
+    def cell(e: Mapping[str, Any], n: str, ref: Mapping[str, Any]) -> str:
+        value = table[n].get(key)
+        return "N/A" if value is None else _num(value, digits, signed)
+
+    return cell
+
+
+def _blank(values: Mapping[str, Any]) -> str:
+    return ""
+
+
+def _has_rfid(summary: Mapping[str, Any], names: Sequence[str]) -> bool:
+    return any(summary["variants"][n]["metrics"]["rfid"]["mean"] is not None for n in names)
+
+
+def _params_cell(e: Mapping[str, Any], n: str, ref: Mapping[str, Any]) -> str:
+    params = e["params"] or {}
+    rel = ""
+    if ref.get("total") and params.get("total") and n != "full":
+        rel = f", {100.0 * (params['total'] / ref['total'] - 1):+.1f}% vs MUSE"
+    return f"{_params(params.get('total'))} ({_params(params.get('blocks'))}){rel}"
+
+
+def _table3_columns(summary: Mapping[str, Any], names: Sequence[str]) -> list[_Column]:
+    rfid = [("rFID ↓", "rfid", _ours("rfid"), _floor("rfid"))] if _has_rfid(summary, names) else []
+    return [
+        ("Configuration", None, lambda e, n, ref: e["label"], None),
+        ("L_sem", None, lambda e, n, ref: "✓" if e["semantic"] else "✗", _blank),
+        ("L_topo", None, lambda e, n, ref: "✓" if e["topology"] else "✗", _blank),
+        ("PSNR dB ↑", "psnr", _ours("psnr"), _floor("psnr")),
+        *rfid,
+        ("paper rFID ↓", None, _paper(PAPER_TABLE3, "rfid", 2), _blank),
+        ("SSIM ↑", "ssim", _ours("ssim"), _floor("ssim")),
+        ("Zero-shot % ↑", "zero_shot", _ours("zero_shot"), _floor("zero_shot")),
+        ("paper", None, _paper(PAPER_TABLE3, "zero_shot", 1), _blank),
+        ("Linear probe % ↑", "linear_probe", _ours("linear_probe"), _floor("linear_probe")),
+        ("mIoU % ↑", "miou", _ours("miou"), _floor("miou")),
+        ("paper", None, _paper(PAPER_TABLE3, "miou", 1), _blank),
+        ("Grad cos (sem, rec)", "cos", _ours("cos", True), _floor("cos", True)),
+        ("at init", "cos_init", _ours("cos_init", True), _blank),
+        ("Params", None, lambda e, n, ref: _params((e["params"] or {}).get("total")), _blank),
+        (
+            "paper MMB / Spatial",
+            None,
+            lambda e, n, ref: f"{PAPER_TABLE3[n]['mmb']:.1f} / {PAPER_TABLE3[n]['spatial']:.2f}",
+            _blank,
+        ),
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for n in names:
-        e, p = summary["variants"][n], PAPER_TABLE3[n]
-        m = e["metrics"]
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    e["label"],
-                    "✓" if e["semantic"] else "✗",
-                    "✓" if e["topology"] else "✗",
-                    _cell(m["psnr"], _DIGITS["psnr"]),
-                    _num(p["rfid"], 2),
-                    _cell(m["ssim"], _DIGITS["ssim"]),
-                    _cell(m["zero_shot"], _DIGITS["zero_shot"]),
-                    _num(p["zero_shot"], 1),
-                    _cell(m["linear_probe"], _DIGITS["linear_probe"]),
-                    _cell(m["miou"], _DIGITS["miou"]),
-                    _num(p["miou"], 1),
-                    _cell(m["cos"], _DIGITS["cos"], signed=True),
-                    _cell(m["cos_init"], _DIGITS["cos"], signed=True),
-                    _params((e["params"] or {}).get("total")),
-                    f"{p['mmb']:.1f} / {p['spatial']:.2f}",
-                ]
-            )
-            + " |"
-        )
-    lines += _floor_rows(summary, names, header)
-    return lines
 
 
-def _table4(summary: Mapping[str, Any]) -> list[str]:
-    names = [n for n in ("shared", "soft", "two_stream", "full") if n in summary["variants"]]
+def _table4_columns(summary: Mapping[str, Any], names: Sequence[str]) -> list[_Column]:
+    rfid = [("rFID ↓", "rfid", _ours("rfid"), _floor("rfid"))] if _has_rfid(summary, names) else []
+    return [
+        ("Architecture", None, lambda e, n, ref: "MUSE (decoupled)" if n == "full" else e["label"], None),
+        ("Params (blocks)", None, _params_cell, _blank),
+        ("Grad cos (sem, rec)", "cos", _ours("cos", True), _floor("cos", True)),
+        ("paper", None, _paper(PAPER_TABLE4, "cos", 2, signed=True), _blank),
+        ("at init", "cos_init", _ours("cos_init", True), _blank),
+        ("mIoU % ↑", "miou", _ours("miou"), _floor("miou")),
+        ("paper", None, _paper(PAPER_TABLE4, "miou", 1), _blank),
+        ("PSNR dB ↑", "psnr", _ours("psnr"), _floor("psnr")),
+        *rfid,
+        ("SSIM ↑", "ssim", _ours("ssim"), _floor("ssim")),
+        ("Zero-shot % ↑", "zero_shot", _ours("zero_shot"), _floor("zero_shot")),
+        ("Linear probe % ↑", "linear_probe", _ours("linear_probe"), _floor("linear_probe")),
+        (
+            "paper MMB / GenAvg",
+            None,
+            lambda e, n, ref: f"{PAPER_TABLE4[n]['mmb']:.1f} / {PAPER_TABLE4[n]['genavg']:.2f}",
+            _blank,
+        ),
+    ]
+
+
+def _render_table(summary: Mapping[str, Any], names: Sequence[str], columns: Sequence[_Column]) -> list[str]:
+    """Markdown rows: one per variant, then the floor rows (trivial baseline, untrained per routing)."""
     ref = (summary["variants"].get("full") or {}).get("params") or {}
-    header = [
-        "Architecture",
-        "Params (blocks)",
-        "Grad cos (sem, rec)",
-        "paper",
-        "at init",
-        "mIoU % ↑",
-        "paper",
-        "PSNR dB ↑",
-        "SSIM ↑",
-        "Zero-shot % ↑",
-        "Linear probe % ↑",
-        "paper MMB / GenAvg",
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(c[0] for c in columns) + " |", "|" + "---|" * len(columns)]
     for n in names:
-        e, p = summary["variants"][n], PAPER_TABLE4[n]
-        m = e["metrics"]
-        params = e["params"] or {}
-        rel = ""
-        if ref.get("total") and params.get("total") and n != "full":
-            rel = f", {100.0 * (params['total'] / ref['total'] - 1):+.1f}% vs MUSE"
-        label = "MUSE (decoupled)" if n == "full" else e["label"]
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    label,
-                    f"{_params(params.get('total'))} ({_params(params.get('blocks'))}){rel}",
-                    _cell(m["cos"], _DIGITS["cos"], signed=True),
-                    "N/A" if p["cos"] is None else _num(p["cos"], 2, signed=True),
-                    _cell(m["cos_init"], _DIGITS["cos"], signed=True),
-                    _cell(m["miou"], _DIGITS["miou"]),
-                    _num(p["miou"], 1),
-                    _cell(m["psnr"], _DIGITS["psnr"]),
-                    _cell(m["ssim"], _DIGITS["ssim"]),
-                    _cell(m["zero_shot"], _DIGITS["zero_shot"]),
-                    _cell(m["linear_probe"], _DIGITS["linear_probe"]),
-                    f"{p['mmb']:.1f} / {p['genavg']:.2f}",
-                ]
-            )
-            + " |"
-        )
-    lines += _floor_rows(summary, names, header)
-    return lines
-
-
-def _floor_rows(summary: Mapping[str, Any], names: Sequence[str], header: Sequence[str]) -> list[str]:
-    """Floor rows under a table: the trivial baseline and the untrained model(s), in the table's columns."""
-    rows: list[tuple[str, dict[str, float | None]]] = []
+        e = summary["variants"][n]
+        lines.append("| " + " | ".join(c[2](e, n, ref) for c in columns) + " |")
+    floors: list[tuple[str, Mapping[str, Any]]] = []
     base = summary["floors"].get("baseline")
     if base:
-        rows.append(("*floor: trivial baseline*", {**base, "cos": None, "cos_init": None}))
+        floors.append(("*floor: trivial baseline*", base))
     seen: set[str] = set()
     for n in names:
         e = summary["variants"][n]
         if "untrained" in e and e["routing"] not in seen:
             seen.add(e["routing"])
-            rows.append((f"*floor: untrained ({e['routing']})*", {**e["untrained"], "cos_init": None}))
-    out = []
-    for label, values in rows:
-        cells = {
-            "PSNR dB ↑": _num(values.get("psnr"), _DIGITS["psnr"]),
-            "SSIM ↑": _num(values.get("ssim"), _DIGITS["ssim"]),
-            "Zero-shot % ↑": _num(values.get("zero_shot"), _DIGITS["zero_shot"]),
-            "Linear probe % ↑": _num(values.get("linear_probe"), _DIGITS["linear_probe"]),
-            "mIoU % ↑": _num(values.get("miou"), _DIGITS["miou"]),
-            "Grad cos (sem, rec)": _num(values.get("cos"), _DIGITS["cos"], signed=True),
-        }
-        row = [label] + [cells.get(h, "") for h in header[1:]]
-        out.append("| " + " | ".join(row) + " |")
-    return out
+            # the untrained model's gradient cosine is the run's first probe (step 0)
+            floors.append(
+                (
+                    f"*floor: untrained ({e['routing']})*",
+                    {**e["untrained"], "cos": e["untrained"]["cos_init"]},
+                )
+            )
+    for label, values in floors:
+        lines.append("| " + " | ".join([label] + [c[3](values) for c in columns[1:]]) + " |")
+    return lines
 
 
 def render_markdown(summary: Mapping[str, Any], command: str | None = None) -> str:
@@ -1128,10 +1134,13 @@ def render_markdown(summary: Mapping[str, Any], command: str | None = None) -> s
         lines += ["**Failed runs** (excluded from the means):", ""]
         lines += [f"- {f['variant']} seed {f['seed']}: {f['error']}" for f in summary["failed_runs"]]
         lines.append("")
-    if any(n in summary["variants"] for n in ("baseline", "semantic", "topology", "full")):
-        lines += ["## Table 3 - objectives (routing `decoupled`)", ""] + _table3(summary) + [""]
-    if any(n in summary["variants"] for n in ("shared", "soft", "two_stream", "full")):
-        lines += ["## Table 4 - gradient routing (all objectives)", ""] + _table4(summary) + [""]
+    for title, order, columns in (
+        ("Table 3 - objectives (routing `decoupled`)", _TABLE3_ORDER, _table3_columns),
+        ("Table 4 - gradient routing (all objectives)", _TABLE4_ORDER, _table4_columns),
+    ):
+        names = [n for n in order if n in summary["variants"]]
+        if names:
+            lines += [f"## {title}", ""] + _render_table(summary, names, columns(summary, names)) + [""]
     lines += [
         "## Figure - gradient cosine over training",
         "",
@@ -1166,7 +1175,8 @@ def render_markdown(summary: Mapping[str, Any], command: str | None = None) -> s
         "their initial attention maps, which is what their mIoU measures.",
         "- Floors: the trivial baseline is "
         + "; ".join(f"{k}: {v}" for k, v in (summary["floors"].get("baseline_method") or {}).items())
-        + ". The untrained floor is a freshly initialised model of the same routing.",
+        + ". The untrained floor is a freshly initialised model of the same routing (evaluation seed "
+        f"{EVAL_SEED}); its gradient cosine is the first seed's probe at step 0.",
         "",
     ]
     return "\n".join(lines)
@@ -1188,12 +1198,8 @@ def plot_gradient_cosine(summary: Mapping[str, Any], path: str | os.PathLike) ->
     import matplotlib.pyplot as plt
 
     panels = [
-        (
-            "objectives",
-            "(a) objectives, decoupled routing (Table 3)",
-            ("baseline", "semantic", "topology", "full"),
-        ),
-        ("routing", "(b) routing, all objectives (Table 4)", ("shared", "soft", "two_stream", "full")),
+        ("objectives", "(a) objectives, decoupled routing (Table 3)", _TABLE3_ORDER),
+        ("routing", "(b) routing, all objectives (Table 4)", _TABLE4_ORDER),
     ]
     colours = {
         "baseline": "tab:gray",
@@ -1260,7 +1266,9 @@ def plot_gradient_cosine(summary: Mapping[str, Any], path: str | os.PathLike) ->
 def _ensure_data(settings: AblationSettings) -> Path:
     """Build the synthetic scenes once (reused by every run and by later ablations with the same settings)."""
     data = settings.resolved_data_dir()
-    if data.exists():
+    if settings.data_dir is not None and data.exists():
+        return data  # the user's folder, used as it is
+    if (data / "README.md").is_file():  # the dataset card is written last: the build finished
         return data
     from muse_hf.data import build_shapes_dataset
 
@@ -1271,6 +1279,7 @@ def _ensure_data(settings: AblationSettings) -> Path:
         num_val=settings.num_val,
         image_size=settings.resolution,
         seed=settings.data_seed,
+        overwrite=settings.data_dir is None,  # our own folder, left half-written by an interrupted build
     )
     return data
 
@@ -1433,6 +1442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--probe_every", type=int, default=None)
     parser.add_argument("--probe_samples", type=int, default=None)
     parser.add_argument("--no_untrained_floor", action="store_true", help="skip the untrained-model floor")
+    parser.add_argument("--rfid_weights", default=None, help="local Inception-v3 weights (enables rFID)")
     parser.add_argument("--jobs", type=int, default=None, help="runs in parallel (processes)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
     parser.add_argument("--keep_models", action="store_true", help="keep every run's saved model")

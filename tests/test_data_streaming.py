@@ -339,6 +339,10 @@ def test_resume_continues_exactly_where_it_stopped(
     rest = [i for batch in resumed for i in batch["index"].tolist()]
     assert seen + rest == full
     assert resumed.epoch == 1
+    again = loader()  # stopping early and iterating again continues the pass
+    head = [i for _, batch in zip(range(2), again) for i in batch["index"].tolist()]
+    tail = [i for batch in again for i in batch["index"].tolist()]
+    assert head + tail == full and again.epoch == 1
     second = [i for batch in resumed for i in batch["index"].tolist()]  # next epoch: complete, reshuffled
     assert sorted(second) == list(range(N_SHAPES)) and second != full
     if num_workers == 2:

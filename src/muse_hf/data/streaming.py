@@ -774,7 +774,7 @@ class StreamingDataLoader:
 
     Iterate it like a DataLoader; read ``skipped`` for the counts so far, ``state_dict()`` / ``load_state_dict()``
     to checkpoint and resume (see the module docstring). Each full pass advances ``epoch`` (reshuffling when the
-    stream shuffles). Already split per process: do not pass it through ``accelerator.prepare``; move batches to
+    stream shuffles); iterating again after stopping a pass early continues that pass where it stopped. Already split per process: do not pass it through ``accelerator.prepare``; move batches to
     the device yourself.
     """
 
@@ -815,6 +815,7 @@ class StreamingDataLoader:
         self._resume: dict[int, dict] = {}
         self._next_worker = 0  # whose batch comes next (the DataLoader's round robin)
         self._done: set[int] = set()  # workers whose last batch has been handed out this epoch
+        self._active: object | None = None
         if num_workers > dataset.num_shards:
             logger.warning(
                 "num_workers=%d > dataset shards=%d: %d workers will idle; write more shards.",
@@ -830,7 +831,14 @@ class StreamingDataLoader:
         return total
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if (
+            self._worker_states
+        ):  # the previous pass stopped early: continue it (no sample is handed out twice)
+            self.load_state_dict(self.state_dict())
         ds = self.dataset
+        token = self._active = (
+            object()
+        )  # a newer pass owns the dataset's flags; an abandoned one must not reset them
         ds.set_epoch(self.epoch)
         ds._resume = dict(self._resume) if self._resume else None
         ds._emit_meta = True
@@ -877,8 +885,9 @@ class StreamingDataLoader:
             finished = True
         finally:
             del source
-            ds._emit_meta = False
-            ds._resume = None
+            if self._active is token:
+                ds._emit_meta = False
+                ds._resume = None
             if finished:  # epoch boundary: fold worker counts into the base, start the next epoch fresh
                 self._base = self.skipped
                 self._worker_counts, self._worker_states, self._resume = {}, {}, {}

@@ -117,7 +117,7 @@ def trained(assets: dict[str, Path]) -> dict[str, Any]:
 
     root = assets["root"] / "curriculum"
     stages = {
-        "stage1": {"train_transformer": "none", "edit_ratio": 0.0},
+        "stage1": {"train_transformer": "none", "edit_ratio": 0.0, "gradient_checkpointing": True},
         "stage2": {"train_transformer": "full", "edit_ratio": 0.5},
         "stage3": {
             "train_transformer": "lora",

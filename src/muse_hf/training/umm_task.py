@@ -117,6 +117,8 @@ class UMMTrainingArguments(MuseTrainingArguments):
     """The DiT: frozen (stage 1), fully trained (stage 2), or LoRA adapters via peft (stage-3 option)."""
     transformer_lr_multiplier: float = 1.0
     """Learning-rate multiplier of the DiT's parameters (LoRA or full)."""
+    gradient_checkpointing: bool = False
+    """Recompute the DiT's activations in the backward pass (diffusers ``enable_gradient_checkpointing``)."""
     lora_rank: int = 32
     lora_alpha: float = 32.0
     lora_dropout: float = 0.0
@@ -515,6 +517,18 @@ class UMMTask(TrainingTask):
             }
         )
 
+    def _lora_config(self) -> Any:
+        from peft import LoraConfig
+
+        a = self.args
+        return LoraConfig(
+            r=a.lora_rank,
+            lora_alpha=a.lora_alpha,
+            lora_dropout=a.lora_dropout,
+            target_modules=list(a.lora_target_modules),
+            init_lora_weights=True,  # B = 0: the stage starts exactly at init_from's DiT
+        )
+
     def _apply_stage(self, connector: nn.Module, transformer: nn.Module) -> nn.Module:
         """Freeze what this stage does not train; returns the DiT (wrapped by peft for LoRA)."""
         a = self.args
@@ -522,17 +536,12 @@ class UMMTask(TrainingTask):
         if a.train_connector and a.edit_ratio == 0 and getattr(connector, "reference_proj", None) is not None:
             connector.reference_proj.requires_grad_(False)  # no editing sample reaches it this stage
         transformer.requires_grad_(a.train_transformer == "full")
+        if a.gradient_checkpointing:  # also in stage 1: the connector's gradient flows back through the DiT
+            transformer.enable_gradient_checkpointing()
         if a.train_transformer == "lora":
-            from peft import LoraConfig, get_peft_model
+            from peft import get_peft_model
 
-            config = LoraConfig(
-                r=a.lora_rank,
-                lora_alpha=a.lora_alpha,
-                lora_dropout=a.lora_dropout,
-                target_modules=list(a.lora_target_modules),
-                init_lora_weights=True,
-            )
-            transformer = get_peft_model(transformer, config)  # base weights frozen, adapters trainable
+            transformer = get_peft_model(transformer, self._lora_config())  # base frozen, adapters trainable
             if a.init_from is not None:
                 transformer.peft_config["default"].base_model_name_or_path = str(
                     Path(a.init_from) / "transformer"
@@ -580,6 +589,7 @@ class UMMTask(TrainingTask):
             logit_mean=a.logit_mean,
             logit_std=a.logit_std,
         )
+        self.train_module.train()  # from_pretrained leaves models in eval mode (LoRA dropout needs train mode)
         trainable = sum(p.numel() for p in self.train_module.parameters() if p.requires_grad)
         logger.info("Stage %s trains %d parameters (connector=%s, transformer=%s).", a.stage_name, trainable,
                     a.train_connector, a.train_transformer)  # fmt: skip
@@ -695,9 +705,22 @@ class UMMTask(TrainingTask):
         unwrapped = accelerator.unwrap_model(model)
         if state is None:
             return unwrapped.connector, unwrapped.transformer
-        fresh = copy.deepcopy(self.train_module).to("cpu")  # unsharded twin, filled from the gathered state
-        fresh.load_state_dict({k: v.cpu() for k, v in state.items()})
-        return fresh.connector, fresh.transformer
+        # Sharded (FSDP / ZeRO-3): an unsharded twin built from the configs, filled from the gathered state.
+        from diffusers import SanaTransformer2DModel
+        from peft import get_peft_model
+
+        connector = type(unwrapped.connector).from_config(unwrapped.connector.config)
+        dit = unwrapped.transformer
+        base_config = (dit.get_base_model() if _is_peft(dit) else dit).config
+        transformer = SanaTransformer2DModel.from_config(base_config)
+        if _is_peft(dit):
+            transformer = get_peft_model(transformer, self._lora_config())
+            transformer.peft_config["default"].base_model_name_or_path = dit.peft_config[
+                "default"
+            ].base_model_name_or_path
+        twin = nn.ModuleDict({"connector": connector, "transformer": transformer})
+        twin.load_state_dict({k: v.detach().cpu() for k, v in state.items()})
+        return connector, transformer
 
     def build_pipeline(self, connector: nn.Module, transformer: nn.Module) -> MusePipeline:
         """A :class:`~muse_hf.pipelines.MusePipeline` of this task's frozen components and the given trained ones."""

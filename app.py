@@ -51,7 +51,7 @@ import torch.nn.functional as F  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------ settings
 #: Where ``make quickstart`` writes the tiny tokenizer and pipeline; used when no --model / --pipeline is given.
-DEFAULT_TOKENIZER = "outputs/quickstart/tokenizer"
+DEFAULT_TOKENIZER = "outputs/quickstart/model"
 DEFAULT_PIPELINE = "outputs/quickstart/pipeline"
 #: Environment variables a Space sets instead of command-line flags.
 ENV_MODEL, ENV_PIPELINE, ENV_TEACHER = "MUSE_DEMO_MODEL", "MUSE_DEMO_PIPELINE", "MUSE_DEMO_TEACHER"

@@ -15,10 +15,10 @@ Two public entry points, used by training (``save_pretrained`` folders get a ``R
   :func:`push_space` publishes the Gradio demo (``app.py``) as a Space pointed at pushed models.
 
 Example:
-    >>> card = render_model_card("tokenizer", "outputs/quickstart/tokenizer")
+    >>> card = render_model_card("tokenizer", "outputs/quickstart/model")
     >>> card.data.pipeline_tag
     'image-feature-extraction'
-    >>> push_to_hub("outputs/quickstart/tokenizer", "me/muse-tiny-tokenizer")  # needs network + token
+    >>> push_to_hub("outputs/quickstart/model", "me/muse-tiny-tokenizer")  # needs network + token
 """
 
 from __future__ import annotations

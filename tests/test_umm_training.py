@@ -125,7 +125,12 @@ def trained(assets: dict[str, Path]) -> dict[str, Any]:
             "lora_rank": 4,
             "lora_alpha": 4,
             "max_train_steps": 2,
-        },  # fmt: skip
+            # the GenEval-style check of the saved pipeline, as small as it gets
+            "evaluate_at_end": True,
+            "eval_per_category": 1,
+            "eval_num_edits": 2,
+            "eval_num_inference_steps": 1,
+        },
     }
     out: dict[str, Any] = {}
     previous = None
@@ -182,6 +187,14 @@ def test_stages_save_pipelines_that_reload_and_generate(trained: dict[str, Any])
         summary = json.loads((rec["dir"] / "training_summary.json").read_text())
         assert summary["task"] == "umm" and summary["stage"] == name
         assert (rec["dir"] / "README.md").is_file()  # pipeline model card
+    # stage 3 evaluated its pipeline: scores beside their floors/ceilings, in the summary and the model card
+    doc = json.loads((trained["stage3"]["dir"] / "metrics.json").read_text())
+    overall = doc["metrics"]["geneval_overall"]
+    assert 0.0 <= overall["value"] <= 1.0 and overall["baseline"] == 0.0 and overall["ceiling"] == 1.0
+    assert doc["metrics"]["edit_success"]["baseline_method"] == "unchanged source"
+    summary = json.loads((trained["stage3"]["dir"] / "training_summary.json").read_text())
+    assert summary["metrics"]["geneval_overall"] == overall["value"] and "edit_success" in summary["metrics"]
+    assert "geneval_overall" in (trained["stage3"]["dir"] / "README.md").read_text()
     pipe.set_progress_bar_config(disable=True)
     image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
                  output_type="np").images  # fmt: skip

@@ -335,8 +335,10 @@ class TokenizerTask(TrainingTask):
             a.semantic_weight > 0,
             a.reconstruction_weight > 0,
         )
+        # the soft-routing penalty differentiates twice: fused SDPA has no double backward, the eager path does
+        eager = want_topo or self.tokenizer.config.routing == "soft"
         out = modules["model"](
-            pixel_values, output_attentions=want_topo, output_semantic=want_sem, decode=want_rec
+            pixel_values, output_attentions=eager, output_semantic=want_sem, decode=want_rec
         )
         total = pixel_values.new_zeros((), dtype=torch.float32)
         logs: dict[str, torch.Tensor | float] = {}

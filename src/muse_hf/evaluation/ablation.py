@@ -1126,10 +1126,17 @@ def render_markdown(summary: Mapping[str, Any], command: str | None = None) -> s
         + (
             f"rFID is unavailable here ({rfid.get('reason')})."
             if rfid.get("status") != "ok"
-            else "rFID was computed (see ablation.json), but the tables keep PSNR for comparability."
+            else "rFID was computed with the given Inception weights and is shown beside PSNR."
         ),
         "",
     ]
+    cost = [
+        f"{n} {e['train_wall_time_s']['mean']:.0f}+{e['eval_wall_time_s']['mean']:.0f}"
+        for n, e in summary["variants"].items()
+        if e["train_wall_time_s"]["mean"] is not None
+    ]
+    if cost:
+        lines += ["Mean wall time per run, train+eval seconds: " + ", ".join(cost) + ".", ""]
     if summary.get("failed_runs"):
         lines += ["**Failed runs** (excluded from the means):", ""]
         lines += [f"- {f['variant']} seed {f['seed']}: {f['error']}" for f in summary["failed_runs"]]

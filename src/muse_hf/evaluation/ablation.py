@@ -211,7 +211,7 @@ class AblationSettings:
     seeds: tuple[int, ...] = (0, 1, 2)
     base_config: str = DEFAULT_BASE_CONFIG
     resolution: int = 64
-    max_train_steps: int = 240
+    max_train_steps: int = 200
     train_batch_size: int | None = None
     learning_rate: float | None = None
     topology_weight: float | None = None
@@ -289,8 +289,11 @@ class AblationSettings:
 
 
 def quick_settings(**overrides: Any) -> AblationSettings:
-    """``--quick``: 7 variants x 3 seeds at 32 px, 80 steps each, in <= 15 minutes on an idle 2-core CPU
-    (two single-threaded runs at a time; measured budget and estimate in the module docstring of the CLI)."""
+    """``--quick``: 7 variants x 3 seeds at 32 px, 80 steps each, two single-threaded runs at a time.
+
+    Estimate for an idle 2-core CPU (from per-step CPU times measured under load, scaled by the DESIGN's idle
+    step time): about 5-9 minutes; ``soft`` steps cost about 2.2x the others (double backward).
+    """
     values: dict[str, Any] = {
         "out_dir": "outputs/ablation-quick",
         "resolution": 32,
@@ -308,11 +311,15 @@ def quick_settings(**overrides: Any) -> AblationSettings:
 
 
 def full_settings(**overrides: Any) -> AblationSettings:
-    """The full run: 7 variants x 3 seeds at 64 px (the quickstart's resolution), 240 steps each, <= 90 minutes."""
+    """The full run: 7 variants x 3 seeds at 64 px (the quickstart's resolution), 200 steps each.
+
+    Estimate for an idle 2-core CPU: about 50-70 minutes (a 64 px step costs about 3.5x a 32 px one), within the
+    90-minute budget; ``ablation.md`` of a ``--quick`` run lists the measured per-run times to check it against.
+    """
     values: dict[str, Any] = {
         "out_dir": "outputs/ablation",
         "resolution": 64,
-        "max_train_steps": 240,
+        "max_train_steps": 200,
         "num_train": 8000,
         "num_val": 512,
         "eval_samples": 256,

@@ -257,6 +257,8 @@ class TokenizerTask(TrainingTask):
         mods: dict[str, nn.Module] = {"model": self.train_module}
         if self.discriminator_module is not None:
             mods["discriminator"] = self.discriminator_module
+        for module in mods.values():  # from_pretrained (init_from) leaves models in eval mode
+            module.train()
         return mods
 
     def param_groups(self, name: str, module: nn.Module) -> list[dict[str, Any]]:  # noqa: D102

@@ -1,10 +1,12 @@
 """`muse-hf` command line: thin dispatch to the package's entry points.
 
 Sub-commands:
-    quickstart   build the embedded data, train the tiny tokenizer (3 stages), evaluate, write outputs/quickstart
+    quickstart   build the embedded data, train the tiny tokenizer (3 stages), evaluate it, then train the tiny
+                 unified model (3 stages), generate/edit samples and score them; everything in outputs/quickstart
     build-data   write the synthetic scenes dataset (parquet shards + dataset card)
     train        same as ``examples/train.py`` (use ``accelerate launch -m muse_hf.cli train ...`` for several processes)
     evaluate     same as ``examples/evaluate.py``
+    compute-scaling  measure a tokenizer's latent scaling_factor / shift_factor on data and store them in its config
     card         (re)write a saved folder's model card (README.md)
     push         push a saved tokenizer or pipeline folder, with its card, to the Hub
     space        publish the Gradio demo as a Space
@@ -45,6 +47,12 @@ def _evaluate(argv: Sequence[str]) -> int:
     return int(eval_main(list(argv)) or 0)
 
 
+def _compute_scaling(argv: Sequence[str]) -> int:
+    from muse_hf.training.umm_task import main as umm_main
+
+    return int(umm_main(["compute-scaling", *argv]) or 0)
+
+
 def _hub(command: str) -> Callable[[Sequence[str]], int]:
     def run(argv: Sequence[str]) -> int:
         from muse_hf.hub import main as hub_main
@@ -59,6 +67,7 @@ _COMMANDS = {
     "build-data": _build_data,
     "train": _train,
     "evaluate": _evaluate,
+    "compute-scaling": _compute_scaling,
     "card": _hub("card"),
     "push": _hub("push"),
     "space": _hub("space"),

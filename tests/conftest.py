@@ -42,6 +42,15 @@ TINY_TEST_OVERRIDES: dict[str, Any] = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread():
+    """Tiny models: thread hand-offs dominate on a 2-core machine, so every test module runs single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_tiny_config(**overrides: Any):
     """Build the test-sized tokenizer config (see module docstring)."""
     from muse_hf.models import MuseTokenizerConfig

@@ -12,19 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from conftest import TINY_TEST_OVERRIDES
 
 MEAN_STD = re.compile(r"^[+-]?\d+\.\d+ ± \d+\.\d+$")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny ops are dominated by thread hand-offs on a shared 2-core machine: run this module single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

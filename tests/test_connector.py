@@ -10,15 +10,6 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2Rot
 from muse_hf.models.connector import MuseConnector
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny ops are dominated by thread hand-offs on a shared 2-core machine: run this module single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _connector(**kw) -> MuseConnector:
     torch.manual_seed(0)
     args = dict(condition_dim=16, caption_channels=24, num_queries=5, num_layers=2, hidden_size=32,

@@ -107,14 +107,6 @@ def make_internvl_pipeline() -> MusePipeline:
     return pipe
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny ops are dominated by thread hand-offs on a shared 2-core machine: run this module single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def pipe() -> MusePipeline:

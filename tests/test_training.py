@@ -23,14 +23,6 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny ops are dominated by thread hand-offs on a shared 2-core machine: run this module single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

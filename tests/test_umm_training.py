@@ -28,14 +28,6 @@ TINY_DIT = {
 TINY_CONNECTOR = {"num_queries": 4, "num_layers": 1, "hidden_size": 16, "num_attention_heads": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny ops are dominated by thread hand-offs on a shared 2-core machine: run this module single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

@@ -121,6 +121,15 @@ class TrainingTask(abc.ABC):
         """Metrics of the saved model (main process; default: none)."""
         return {}
 
+    def card_settings(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """The run's settings for a model card: the stage's arguments (Hub credentials left out, unset ones
+        dropped) and the training summary without its metrics."""
+        hidden = ("push_to_hub", "hub_model_id", "hub_private")
+        return {
+            **{k: v for k, v in self.args.to_dict().items() if v is not None and k not in hidden},
+            **{k: v for k, v in summary.items() if k != "metrics"},
+        }
+
     def write_model_card(
         self, output_dir: str | os.PathLike, metrics: dict[str, float], summary: dict[str, Any]
     ) -> None:

@@ -452,12 +452,7 @@ class TokenizerTask(TrainingTask):
 
         a = self.args
         settings = {
-            **{
-                k: v
-                for k, v in a.to_dict().items()
-                if v is not None and k not in ("push_to_hub", "hub_model_id", "hub_private")
-            },
-            **{k: v for k, v in summary.items() if k != "metrics"},
+            **self.card_settings(summary),
             "base_model": a.vision_model_name_or_path or a.init_from,
             "datasets": a.train_data,
         }

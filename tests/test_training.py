@@ -91,6 +91,12 @@ def test_arguments_yaml_cli_and_stage_chaining(tmp_path: Path, shapes_dir: Path)
     assert len(only) == 1 and only[0].init_from == stages[0].output_dir
     with pytest.raises(ValueError, match="Train the stage that writes it first"):  # stage 1 has not run yet
         load_stage_arguments(config, overrides, stage="stage2")
+    # A plain --key on the command line wins over a stage's own value; --init_from only for the picked stage.
+    short = load_stage_arguments(config, {"max_train_steps": "2"}, validate=False)
+    assert [s.max_train_steps for s in short] == [2, 2]
+    assert short[1].output_dir == stages[1].output_dir
+    picked = load_stage_arguments(config, {"init_from": str(tmp_path)}, stage="stage2", validate=False)
+    assert picked[0].init_from == str(tmp_path)
     with pytest.raises(ValueError, match="the config has no stage 'stage9'"):
         load_stage_arguments(config, {"stages.stage9.max_train_steps": "3"})
     with pytest.raises(ValueError, match="Unknown argument --learnig_rate on the command line"):

@@ -648,6 +648,12 @@ def load_stage_arguments(
     _check_override_keys(cls, overrides or {}, raw.get("stages"))
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
+    # A plain ``--key value`` from the command line also wins over a stage's own value.
+    # (output_dir / init_from are per stage: the former is the curriculum's root, the latter chains stages
+    # and is taken from the command line only for the stage picked with --stage.)
+    top_level = {
+        k: raw[k] for k in (overrides or {}) if "." not in k and k not in ("stages", "output_dir", "init_from")
+    }
 
     stages_raw = raw.pop("stages", None)
     if stages_raw is None:
@@ -661,11 +667,13 @@ def load_stage_arguments(
         args_list = []
         previous_out: str | None = None
         for name, stage_raw in stages_raw.items():
-            merged = {**raw, **stage_raw, "stage_name": name}
+            merged = {**raw, **stage_raw, **top_level, "stage_name": name}
             merged.setdefault("output_dir", base_out)
             if "output_dir" not in stage_raw:
                 merged["output_dir"] = str(Path(base_out) / name)
-            if "init_from" not in stage_raw and previous_out is not None:
+            if "init_from" in (overrides or {}) and stage == name:
+                merged["init_from"] = raw["init_from"]
+            elif "init_from" not in stage_raw and previous_out is not None:
                 merged["init_from"] = previous_out
             args = _build(cls, merged, f"{where} (stage {name!r})")
             args_list.append(args)

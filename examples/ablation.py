@@ -5,8 +5,8 @@ Trains Baseline / Semantic / Topology / Full (decoupled routing) and Naive Share
 under one budget, data set and seed list (the Full run serves both tables), evaluates each with
 ``muse_hf.evaluation.evaluate_tokenizer`` and logs the semantic-vs-reconstruction gradient cosine during training.
 
-    python examples/ablation.py --quick                  # 7 variants x 3 seeds, 32 px, 80 steps: <= 15 min, 2 cores
-    python examples/ablation.py                          # 7 variants x 3 seeds, 64 px, 200 steps: <= 90 min
+    python examples/ablation.py --quick                  # 7 variants x 3 seeds, 32 px, 60 steps: <= 15 min, 2 cores
+    python examples/ablation.py                          # 7 variants x 3 seeds, 64 px, 150 steps: <= 90 min
     python examples/ablation.py --quick --variants shared,full --seeds 0,1 --max_train_steps 4   # a smoke run
 
 Writes ``ablation.md``, ``ablation.json`` and ``gradient_cosine.png`` into ``--out`` (default

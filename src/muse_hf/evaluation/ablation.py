@@ -289,18 +289,20 @@ class AblationSettings:
 
 
 def quick_settings(**overrides: Any) -> AblationSettings:
-    """``--quick``: 7 variants x 3 seeds at 32 px, 80 steps each, two single-threaded runs at a time.
+    """``--quick``: 7 variants x 3 seeds at 32 px, batch 16, 60 steps each, two single-threaded runs at a time.
 
-    Estimate for an idle 2-core CPU (from per-step CPU times measured under load, scaled by the DESIGN's idle
-    step time): about 5-9 minutes; ``soft`` steps cost about 2.2x the others (double backward).
+    Sized from a measured run of the previous preset (32 px, batch 32, 80 steps: 20.4 min on this 2-core CPU, of
+    which ~5 min evaluation; per-run train times in its ``ablation.md``): halving the batch and cutting to 60 steps
+    scales training by ~0.4.
     """
     values: dict[str, Any] = {
         "out_dir": "outputs/ablation-quick",
         "resolution": 32,
-        "max_train_steps": 80,
-        "num_train": 2560,
-        "num_val": 192,
-        "eval_samples": 192,
+        "max_train_steps": 60,
+        "train_batch_size": 16,
+        "num_train": 1536,
+        "num_val": 128,
+        "eval_samples": 128,
         "probe_every": 10,
         "probe_samples": 16,
         "jobs": 2,
@@ -311,19 +313,20 @@ def quick_settings(**overrides: Any) -> AblationSettings:
 
 
 def full_settings(**overrides: Any) -> AblationSettings:
-    """The full run: 7 variants x 3 seeds at 64 px (the quickstart's resolution), 200 steps each.
+    """The full run: 7 variants x 3 seeds at 64 px (the quickstart's resolution), batch 16, 150 steps each.
 
-    Estimate for an idle 2-core CPU: about 50-70 minutes (a 64 px step costs about 3.5x a 32 px one), within the
-    90-minute budget; ``ablation.md`` of a ``--quick`` run lists the measured per-run times to check it against.
+    Sized for the 90-minute budget on a 2-core CPU from measured step times (one thread, 64 px: 1.33 s at batch
+    16, 2.73 s at batch 32; ``soft`` about 2.2x): about 60-70 minutes with evaluation and the gradient probes.
     """
     values: dict[str, Any] = {
         "out_dir": "outputs/ablation",
         "resolution": 64,
-        "max_train_steps": 200,
-        "num_train": 8000,
+        "max_train_steps": 150,
+        "train_batch_size": 16,
+        "num_train": 4000,
         "num_val": 512,
         "eval_samples": 256,
-        "probe_every": 20,
+        "probe_every": 25,
         "probe_samples": 16,
         "jobs": 2,
         "threads": 1,
@@ -1427,7 +1430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Train and evaluate the paper's Table 3 (objectives) and Table 4 (routing) variants at small "
         "scale; writes ablation.md, ablation.json and gradient_cosine.png.",
     )
-    parser.add_argument("--quick", action="store_true", help="the <= 15 min preset (32 px, 80 steps)")
+    parser.add_argument("--quick", action="store_true", help="the <= 15 min preset (32 px, batch 16, 60 steps)")
     parser.add_argument("--out", dest="out_dir", default=None, help="output folder")
     parser.add_argument("--variants", type=_name_list, default=None, help=f"subset of {','.join(VARIANTS)}")
     parser.add_argument("--seeds", type=_int_list, default=None, help="e.g. 0,1,2")

@@ -155,3 +155,34 @@ def test_cli_reports_missing_pieces_with_reasons(tiny_config, shapes_dir: Path, 
     assert report.count("unavailable:") >= 4
     with pytest.raises(SystemExit):
         main(["--data", str(shapes_dir)])  # --model is required
+
+
+class _NameEmbedder:
+    """One-hot on which class name a text contains (``dim`` = number of names)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.dim = len(names)
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        out = torch.zeros(len(texts), self.dim)
+        for i, text in enumerate(texts):
+            for k, name in enumerate(self.names):
+                if name in text:
+                    out[i, k] = 1.0
+        return out
+
+
+def test_zero_shot_reports_the_caption_ceiling() -> None:
+    from muse_hf.evaluation.evaluate import _zero_shot
+
+    names = ["red circle", "blue square"]
+    embedder = _NameEmbedder(names)
+    labels = torch.tensor([0, 1, 0, 1])
+    features = {"model": torch.tensor([[1.0, 0.0], [1.0, 0.1], [1.0, 0.0], [0.0, 1.0]])}  # 3 of 4 right
+    # captions of the 3rd and 4th images name the other class first / only: the caption ceiling is 2 / 4
+    captions = ["a red circle", "a blue square", "a blue square", "a red circle"]
+    entry = _zero_shot(features, labels, embedder, names, captions)
+    assert entry["value"] == pytest.approx(0.75)
+    assert entry["caption_ceiling"] == pytest.approx(0.5) and "ceiling" in entry["note"]
+    assert "caption_ceiling" not in _zero_shot(features, labels, embedder, names)

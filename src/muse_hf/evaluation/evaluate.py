@@ -268,6 +268,7 @@ def _zero_shot(
     labels: torch.Tensor | None,
     text_embedder: Any,
     class_names: Sequence[str] | None,
+    captions: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     if labels is None:
         return unavailable_entry("the evaluation data has no 'label' column")
@@ -295,7 +296,19 @@ def _zero_shot(
                 baseline=baseline,
             )
         values[name] = zero_shot_accuracy(feats, class_feats, labels)
-    return metric_entry(values.get("model"), values.get("untrained"), baseline, num_classes=len(class_feats))
+    extra: dict[str, Any] = {}
+    if captions is not None and len(captions) == len(labels):
+        # ceiling: an image encoder that reproduced each image's caption embedding exactly
+        caption_feats = torch.as_tensor(text_embedder.embed(list(captions))).float().cpu()
+        top = zero_shot_accuracy(caption_feats, class_feats, labels)
+        extra["caption_ceiling"] = top
+        extra["note"] = (
+            f"ceiling: the captions' own text embeddings classify {top:.4f} of these images (an encoder that "
+            "matched its caption exactly)"
+        )
+    return metric_entry(
+        values.get("model"), values.get("untrained"), baseline, num_classes=len(class_feats), **extra
+    )
 
 
 def _probe(features: torch.Tensor, labels: torch.Tensor, seed: int) -> float | None:
@@ -482,6 +495,7 @@ def evaluate_tokenizer(
     ceiling = _Accumulator()  # the teacher's own attention, segmented the same way
     raw_pixels: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
+    captions: list[str] = []
     first_batch: dict[str, Any] | None = None
     figure: dict[str, Any] = {}
     grid: tuple[int, int] | None = None
@@ -532,6 +546,8 @@ def evaluate_tokenizer(
         raw_pixels.append(F.adaptive_avg_pool2d(images01, probe_size).flatten(1))  # (B, 3*h'*w')
         if "label" in batch:
             labels.append(batch["label"])
+        if "caption" in batch:
+            captions += list(batch["caption"])
         if not figure:
             k = min(num_figure_images, pv.shape[0])
             figure = {
@@ -615,7 +631,10 @@ def evaluate_tokenizer(
     if label_tensor is not None:
         features = {name: f[labelled] for name, f in features.items()}
     names = list(class_names) if class_names is not None else _stream_class_names(stream)
-    metrics["zero_shot_accuracy"] = _zero_shot(features, label_tensor, text_embedder, names)
+    labelled_captions = None
+    if label_tensor is not None and len(captions) == num:
+        labelled_captions = [c for c, keep in zip(captions, labelled.tolist()) if keep]
+    metrics["zero_shot_accuracy"] = _zero_shot(features, label_tensor, text_embedder, names, labelled_captions)
     if label_tensor is not None:
         probe = {name: _probe(f, label_tensor, seed) for name, f in features.items()}
         raw = _probe(torch.cat(raw_pixels)[labelled], label_tensor, seed)

@@ -65,6 +65,8 @@ def _flat_metrics(result: dict[str, Any]) -> dict[str, float]:
         value = entry.get("value") if isinstance(entry, dict) else entry
         if isinstance(value, (int, float)):
             flat[name] = float(value)
+        if isinstance(entry, dict) and isinstance(entry.get("caption_ceiling"), (int, float)):
+            flat[f"{name}_caption_ceiling"] = float(entry["caption_ceiling"])
     return flat
 
 
@@ -112,8 +114,8 @@ def evaluate_one_object_scenes(
     them; one-object scenes make the class unambiguous (the DESIGN prototype's zero-shot setting).
 
     Returns:
-        ``{"zero_shot_accuracy_one_object", "linear_probe_accuracy_one_object", "zero_shot_chance_one_object"}``
-        (the keys that could be computed).
+        ``{"zero_shot_accuracy_one_object", "linear_probe_accuracy_one_object",
+        "zero_shot_majority_class_one_object", "zero_shot_caption_ceiling_one_object"}`` (those computed).
     """
     from muse_hf.data import build_shapes_dataset
     from muse_hf.data.shapes import SceneOptions
@@ -151,8 +153,9 @@ def evaluate_one_object_scenes(
     for key in ("zero_shot_accuracy", "linear_probe_accuracy"):
         if isinstance(result[key].get("value"), (int, float)):
             flat[f"{key}_one_object"] = float(result[key]["value"])
-    if isinstance(result["zero_shot_accuracy"].get("baseline"), (int, float)):
-        flat["zero_shot_chance_one_object"] = float(result["zero_shot_accuracy"]["baseline"])
+    for key, name in (("baseline", "majority_class"), ("caption_ceiling", "caption_ceiling")):
+        if isinstance(result["zero_shot_accuracy"].get(key), (int, float)):
+            flat[f"zero_shot_{name}_one_object"] = float(result["zero_shot_accuracy"][key])
     return flat
 
 

@@ -186,3 +186,24 @@ def test_zero_shot_reports_the_caption_ceiling() -> None:
     assert entry["value"] == pytest.approx(0.75)
     assert entry["caption_ceiling"] == pytest.approx(0.5) and "ceiling" in entry["note"]
     assert "caption_ceiling" not in _zero_shot(features, labels, embedder, names)
+
+
+def test_quickstart_one_object_check(tiny_config, tmp_path: Path) -> None:  # noqa: ANN001
+    """One-object scenes: zero-shot beside its floor and its caption ceiling, which is exact on these scenes."""
+    from muse_hf.models import MuseImageProcessor, MuseTokenizerModel
+    from muse_hf.training.quickstart import evaluate_one_object_scenes
+
+    model = MuseTokenizerModel(tiny_config(semantic_dim=384)).eval()  # 384: the packaged MiniLM's width
+    model.save_pretrained(tmp_path / "model")
+    MuseImageProcessor(size=32).save_pretrained(tmp_path / "model")
+    flat = evaluate_one_object_scenes(tmp_path / "model", tmp_path, num_samples=24)
+    assert set(flat) == {
+        "zero_shot_accuracy_one_object",
+        "linear_probe_accuracy_one_object",
+        "zero_shot_majority_class_one_object",
+        "zero_shot_caption_ceiling_one_object",
+    }
+    # every one-object caption names its only object, and MiniLM ranks that class first
+    assert flat["zero_shot_caption_ceiling_one_object"] == pytest.approx(1.0)
+    assert 0.0 <= flat["zero_shot_accuracy_one_object"] <= 1.0
+    assert (tmp_path / "data-one-object" / "README.md").is_file()

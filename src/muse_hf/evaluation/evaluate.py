@@ -137,6 +137,8 @@ def measure_throughput(model: nn.Module, pixel_values: torch.Tensor, repeats: in
     Returns:
         ``{"encode": images/s, "decode": images/s}``.
     """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1 (timed runs whose median is reported); got {repeats}")
     device = pixel_values.device
     enc_t, dec_t = [], []
     with torch.no_grad():
@@ -667,16 +669,20 @@ def evaluate_tokenizer(
         metrics["gradient_cosine"] = unavailable_entry("gradient probe disabled (probe_gradients=False)")
 
     # throughput
-    device, dtype = _device_dtype(model)
-    tp_batch = first_batch["pixel_values"].to(device=device, dtype=dtype)
-    tps = measure_throughput(model, tp_batch, throughput_repeats)  # the untrained copy is the same network
-    for key in ("encode", "decode"):
-        metrics[f"{key}_throughput"] = metric_entry(
-            tps[key],
-            batch_size=int(tp_batch.shape[0]),
-            device=str(device),
-            note="the untrained model is the same network (same speed); speed has no trivial floor",
-        )
+    if throughput_repeats > 0:
+        device, dtype = _device_dtype(model)
+        tp_batch = first_batch["pixel_values"].to(device=device, dtype=dtype)
+        tps = measure_throughput(model, tp_batch, throughput_repeats)  # the untrained copy is the same network
+        for key in ("encode", "decode"):
+            metrics[f"{key}_throughput"] = metric_entry(
+                tps[key],
+                batch_size=int(tp_batch.shape[0]),
+                device=str(device),
+                note="the untrained model is the same network (same speed); speed has no trivial floor",
+            )
+    else:
+        for key in ("encode", "decode"):
+            metrics[f"{key}_throughput"] = unavailable_entry("throughput not timed (throughput_repeats=0)")
 
     # real photos
     if include_photos:

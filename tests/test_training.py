@@ -386,3 +386,11 @@ def test_sigkill_during_save_resumes_from_previous_complete_checkpoint(
     assert [int(r["step"]) for r in result.history] == [3, 4, 5]
     assert not (out / ".tmp-checkpoint-4").exists()
     assert (out / "checkpoint-4" / COMPLETE_MARKER).is_file() and (out / "model.safetensors").is_file()
+
+
+def test_quickstart_cli_takes_a_curriculum_and_checks_it_first(tmp_path: Path) -> None:
+    from muse_hf.cli import main
+
+    with pytest.raises(ValueError, match="does not exist"):
+        main(["quickstart", "--config", str(tmp_path / "nope.yaml"), "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out" / "train").exists()  # nothing trained before the config was checked

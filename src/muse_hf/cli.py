@@ -22,10 +22,15 @@ from collections.abc import Callable, Sequence
 def _quickstart(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="muse-hf quickstart", description=_quickstart.__doc__)
     parser.add_argument("--output_dir", default="outputs/quickstart")
+    parser.add_argument(
+        "--config", default=None, help="tokenizer curriculum YAML (default: configs/tokenizer/tiny.yaml)"
+    )
+    parser.add_argument("--umm_config", default=None, help="unified-model YAML (default: configs/umm/tiny.yaml)")
+    parser.add_argument("--no_umm", action="store_true", help="stop after the tokenizer's evaluation")
     args = parser.parse_args(argv)
     from muse_hf.training.quickstart import run_quickstart
 
-    run_quickstart(args.output_dir)
+    run_quickstart(args.output_dir, config=args.config, umm_config=args.umm_config, umm=not args.no_umm)
     return 0
 
 

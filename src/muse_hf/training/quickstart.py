@@ -70,20 +70,11 @@ def _flat_metrics(result: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def evaluate_saved_tokenizer(
-    model_dir: str | os.PathLike,
-    data: str | os.PathLike,
-    split: str = "validation",
-    out_dir: str | os.PathLike | None = None,
-    max_samples: int = 256,
-) -> dict[str, float]:
-    """Evaluate a ``save_pretrained`` tokenizer folder with ``muse_hf.evaluation.evaluate_tokenizer``.
+def load_for_evaluation(model_dir: str | os.PathLike) -> tuple[Any, Any, Any]:
+    """A saved tokenizer folder -> ``(model in eval mode, image processor, text embedder or None)``.
 
-    Returns:
-        Flat ``{metric: value}`` of the metrics that could be computed (see ``metrics.json`` in ``out_dir``
-        for floors, baselines and the reasons of unavailable ones).
+    The text embedder is the packaged MiniLM, or ``None`` when its width is not the model's ``semantic_dim``.
     """
-    from muse_hf.evaluation.evaluate import evaluate_tokenizer
     from muse_hf.models import MuseTokenizerModel
     from muse_hf.models.image_processing_muse import MuseImageProcessor
     from muse_hf.objectives import load_text_embedder
@@ -91,8 +82,29 @@ def evaluate_saved_tokenizer(
     model = MuseTokenizerModel.from_pretrained(model_dir).eval()
     processor = MuseImageProcessor.from_pretrained(model_dir)
     text_embedder = load_text_embedder(None)
-    if text_embedder.dim != model.config.semantic_dim:
-        text_embedder = None
+    return model, processor, text_embedder if text_embedder.dim == model.config.semantic_dim else None
+
+
+def evaluate_saved_tokenizer(
+    model_dir: str | os.PathLike,
+    data: str | os.PathLike,
+    split: str = "validation",
+    out_dir: str | os.PathLike | None = None,
+    max_samples: int = 256,
+    loaded: tuple[Any, Any, Any] | None = None,
+) -> dict[str, float]:
+    """Evaluate a ``save_pretrained`` tokenizer folder with ``muse_hf.evaluation.evaluate_tokenizer``.
+
+    Args:
+        loaded: :func:`load_for_evaluation`'s result for ``model_dir``, when the caller already has it.
+
+    Returns:
+        Flat ``{metric: value}`` of the metrics that could be computed (see ``metrics.json`` in ``out_dir``
+        for floors, baselines and the reasons of unavailable ones).
+    """
+    from muse_hf.evaluation.evaluate import evaluate_tokenizer
+
+    model, processor, text_embedder = loaded or load_for_evaluation(model_dir)
     result = evaluate_tokenizer(
         model,
         processor,
@@ -106,12 +118,19 @@ def evaluate_saved_tokenizer(
 
 
 def evaluate_one_object_scenes(
-    model_dir: str | os.PathLike, out_dir: str | os.PathLike, num_samples: int = 300, seed: int = 1234
+    model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    num_samples: int = 300,
+    seed: int = 1234,
+    loaded: tuple[Any, Any, Any] | None = None,
 ) -> dict[str, float]:
     """Zero-shot and linear-probe accuracy on held-out scenes with exactly one object.
 
     On the 1-4-object split the ``label`` names only the largest object while the captions describe all of
     them; one-object scenes make the class unambiguous (the DESIGN prototype's zero-shot setting).
+
+    Args:
+        loaded: :func:`load_for_evaluation`'s result for ``model_dir``, when the caller already has it.
 
     Returns:
         ``{"zero_shot_accuracy_one_object", "linear_probe_accuracy_one_object",
@@ -120,12 +139,8 @@ def evaluate_one_object_scenes(
     from muse_hf.data import build_shapes_dataset
     from muse_hf.data.shapes import SceneOptions
     from muse_hf.evaluation.evaluate import evaluate_tokenizer
-    from muse_hf.models import MuseTokenizerModel
-    from muse_hf.models.image_processing_muse import MuseImageProcessor
-    from muse_hf.objectives import load_text_embedder
 
-    model = MuseTokenizerModel.from_pretrained(model_dir).eval()
-    processor = MuseImageProcessor.from_pretrained(model_dir)
+    model, processor, text_embedder = loaded or load_for_evaluation(model_dir)
     data = Path(out_dir) / "data-one-object"
     if not (data / "README.md").is_file():
         build_shapes_dataset(
@@ -137,12 +152,11 @@ def evaluate_one_object_scenes(
             options=SceneOptions(min_objects=1, max_objects=1),
             overwrite=True,
         )
-    text_embedder = load_text_embedder(None)
     result = evaluate_tokenizer(
         model,
         processor,
         str(data),
-        text_embedder=text_embedder if text_embedder.dim == model.config.semantic_dim else None,
+        text_embedder=text_embedder,
         max_samples=num_samples,
         include_photos=False,
         compare_untrained=False,
@@ -157,6 +171,11 @@ def evaluate_one_object_scenes(
         if isinstance(result["zero_shot_accuracy"].get(key), (int, float)):
             flat[f"zero_shot_{name}_one_object"] = float(result["zero_shot_accuracy"][key])
     return flat
+
+
+def _stage_records(results: Any) -> list[dict[str, Any]]:
+    """``[{"stage", "steps", "wall_time_s"}]`` of a curriculum's training results."""
+    return [{"stage": Path(r.output_dir).name, "steps": r.global_step, "wall_time_s": r.wall_time_s} for r in results]
 
 
 def _write_card(model_dir: Path, args: Any, trained_dir: Path) -> None:
@@ -486,10 +505,7 @@ def run_umm_quickstart(
     return {
         "config": str(config_path),
         "latent_scaling": dataclasses.asdict(scaling),
-        "stages": [
-            {"stage": Path(r.output_dir).name, "steps": r.global_step, "wall_time_s": r.wall_time_s}
-            for r in results
-        ],
+        "stages": _stage_records(results),
         "metrics": metrics,
         "timings": timings,
         "pipeline_dir": str(pipeline_dir),
@@ -556,8 +572,9 @@ def run_quickstart(
             shutil.copy(log, logs_dir / f"{Path(r.output_dir).name}_train_log.jsonl")
 
     t0 = time.perf_counter()
-    metrics = evaluate_saved_tokenizer(model_dir, data_dir, stages[-1].eval_split, out)
-    one_object = evaluate_one_object_scenes(model_dir, out)
+    loaded = load_for_evaluation(model_dir)  # model and MiniLM once, for both evaluations
+    metrics = evaluate_saved_tokenizer(model_dir, data_dir, stages[-1].eval_split, out, loaded=loaded)
+    one_object = evaluate_one_object_scenes(model_dir, out, loaded=loaded)
     metrics.update(one_object)
     report = out / "report.md"
     if one_object and report.is_file():
@@ -583,10 +600,7 @@ def run_quickstart(
     timings["total_s"] = time.perf_counter() - start
     summary = {
         "config": str(config_path),
-        "stages": [
-            {"stage": Path(r.output_dir).name, "steps": r.global_step, "wall_time_s": r.wall_time_s}
-            for r in results
-        ],
+        "stages": _stage_records(results),
         "metrics": metrics,
         "timings": timings,
         "model_dir": str(model_dir),

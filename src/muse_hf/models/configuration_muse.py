@@ -206,6 +206,10 @@ class MuseTokenizerConfig(PreTrainedConfig):
         num_attention_heads: Heads of the blocks (``append``; ``replace_last`` uses the backbone's heads).
         intermediate_size: SwiGLU hidden width; ``None`` = ``8/3 * width`` rounded up to a multiple of 64.
         latent_channels: Latent channels ``c``.
+        unshuffle_factor: Space-to-channel factor between the backbone grid and the latent grid. ``2`` (the
+            paper, after InternVL's pixel shuffle: 448 px / patch 14 -> 32x32 -> 16x16 tokens) or ``1`` (no
+            unshuffle: the embedded CPU preset runs a patch-14 backbone at 112 px, whose 8x8 grid a 2x2 unshuffle
+            would cut to 4x4 latent tokens -- too coarse to decode or to compare with the teacher's 8x8 attention).
         routing: ``"decoupled"`` (MUSE), ``"shared"`` (naive shared), ``"soft"`` (shared + gradient-cosine penalty,
             see ``soft_penalty_weight``), ``"two_stream"`` (separate block stacks for topology/semantics and for
             reconstruction).
@@ -239,6 +243,7 @@ class MuseTokenizerConfig(PreTrainedConfig):
     num_attention_heads: int = 4
     intermediate_size: int | None = None
     latent_channels: int = 32
+    unshuffle_factor: int = 2
     routing: str = "decoupled"
     placement: str = "append"
     topology_layers: list[int] | None = None
@@ -329,6 +334,8 @@ class MuseTokenizerConfig(PreTrainedConfig):
                 f"the head dim {width}/{heads}={width // heads} must be a multiple of 4 for the 2D rotary embedding; "
                 f"change `{heads_field}` or `{width_field}`."
             )
+        if self.unshuffle_factor not in (1, 2):
+            raise ValueError(f"`unshuffle_factor` must be 1 or 2, got {self.unshuffle_factor}.")
         ph, pw = _pair(vc.patch_size)
         if ph != pw:
             raise ValueError(f"`vision_config.patch_size` must be square, got {vc.patch_size}.")
@@ -336,7 +343,8 @@ class MuseTokenizerConfig(PreTrainedConfig):
         for side, size in zip(("height", "width"), self.image_hw):
             if size <= 0 or size % r != 0:
                 raise ValueError(
-                    f"`image_size` {side}={size} cannot be tiled by the patch ({ph}) x 2x2 unshuffle grid: it must be "
+                    f"`image_size` {side}={size} cannot be tiled by the patch ({ph}) x unshuffle ({self.unshuffle_factor}) grid: "
+                    "it must be "
                     f"a positive multiple of {r}."
                 )
         if self.grad_scale < 0 or not math.isfinite(self.grad_scale):
@@ -388,8 +396,8 @@ class MuseTokenizerConfig(PreTrainedConfig):
 
     @property
     def spatial_compression_ratio(self) -> int:
-        """Pixels per latent cell along each axis: ``patch_size * 2``."""
-        return self.patch_size * 2
+        """Pixels per latent cell along each axis: ``patch_size * unshuffle_factor``."""
+        return self.patch_size * self.unshuffle_factor
 
     @property
     def latent_grid(self) -> tuple[int, int]:

@@ -210,7 +210,7 @@ class MuseTokenizerModel(MusePreTrainedModel):
 
         self.grad_scale = GradientScale(config.grad_scale)
         self.rope = RotaryEmbedding2D(width // heads, base=config.rope_base)
-        self.adapter = MuseAdapter(4 * backbone_width, config.hidden_size, eps=config.rms_norm_eps)
+        self.adapter = MuseAdapter(config.unshuffle_factor**2 * backbone_width, config.hidden_size, eps=config.rms_norm_eps)
         stack_routing = "decoupled" if config.routing == "decoupled" else "shared"
         self.blocks = self._make_stack(stack_routing, semantic_layers=config.semantic_layers)
         self.recon_blocks = (
@@ -379,14 +379,15 @@ class MuseTokenizerModel(MusePreTrainedModel):
             )
             return tokens
 
+        f = cfg.unshuffle_factor
         if cfg.placement == "replace_last":
             tokens = blocks_pass(feats, (gh, gw))  # (B, h*w, C)
-            tokens = self.adapter(pixel_unshuffle_tokens(tokens, gh, gw))  # (B, N, D)
+            tokens = self.adapter(pixel_unshuffle_tokens(tokens, gh, gw, self.config.unshuffle_factor))  # (B, N, D)
         else:
-            tokens = self.adapter(pixel_unshuffle_tokens(feats, gh, gw))  # (B, N, D)
-            tokens = blocks_pass(tokens, (gh // 2, gw // 2))  # (B, N, D)
+            tokens = self.adapter(pixel_unshuffle_tokens(feats, gh, gw, self.config.unshuffle_factor))  # (B, N, D)
+            tokens = blocks_pass(tokens, (gh // f, gw // f))  # (B, N, D)
         latents = self.to_latent(self.norm(tokens))  # (B, N, c)
-        latents = latents.transpose(1, 2).reshape(bsz, cfg.latent_channels, gh // 2, gw // 2)  # (B, c, h, w)
+        latents = latents.transpose(1, 2).reshape(bsz, cfg.latent_channels, gh // f, gw // f)  # (B, c, h, w)
         latents = self.spectral_filter(latents)
 
         semantic_embeds = None

@@ -133,3 +133,45 @@ def test_save_load_round_trip(tmp_path) -> None:
     x, r = torch.randn(2, 4, 16), torch.randn(2, 8, 2, 2)
     torch.testing.assert_close(loaded(x, reference_latents=r).encoder_hidden_states,
                                c(x, reference_latents=r).encoder_hidden_states)
+
+
+def test_from_llm_layers_equals_unilips_trimmed_llm_copy() -> None:
+    """UniLIP's connector is deepcopy(language_model) minus its early layers and token embeddings, so it keeps the
+    final norm; its ``hidden_states[-1]`` goes to a linear projector. Ours must compute exactly that."""
+    import copy
+
+    llm = _tiny_qwen(3)
+    with torch.no_grad():
+        llm.norm.weight.uniform_(0.5, 1.5)  # a trained-looking final norm (not all ones)
+    c = MuseConnector.from_llm_layers(llm, 2, caption_channels=24, num_queries=5).eval()
+    torch.testing.assert_close(c.norm.weight, llm.norm.weight)
+    unilip = copy.deepcopy(llm)
+    del unilip.layers[:-2]  # unilip/model/unilip_internvl.py:177
+    del unilip.embed_tokens  # :178
+    x, q = torch.randn(2, 7, 32), torch.randn(2, 5, 32)
+    pos = torch.arange(12)[None].expand(2, -1)
+    with torch.no_grad():
+        ref = unilip(inputs_embeds=torch.cat([x, q], 1), attention_mask=torch.zeros(2, 1, 12, 12), position_ids=pos,
+                     output_hidden_states=True).hidden_states[-1]  # bidirectional (all-zero additive mask)
+        ours = c(x, query_states=q).encoder_hidden_states
+    torch.testing.assert_close(ours, c.proj_out(ref), atol=1e-5, rtol=1e-5)
+
+
+def test_queries_start_standard_normal_as_unilip() -> None:
+    torch.manual_seed(0)
+    c = MuseConnector(condition_dim=64, caption_channels=8, num_queries=256, num_layers=1, hidden_size=64,
+                      num_attention_heads=4)
+    std = c.query_embeds.detach().std().item()
+    assert 0.9 < std < 1.1, std  # torch.randn(1, n_query, hidden_size) in UniLIP
+    llm = _tiny_qwen(2)
+    before = c.query_embeds.detach().clone()
+    c2 = MuseConnector.from_llm_layers(llm, 1, caption_channels=8, num_queries=4)
+    assert 0.5 < c2.query_embeds.detach().std().item() < 1.5  # not rescaled by the LLM copy
+    assert torch.equal(c.query_embeds.detach(), before)
+
+
+def test_from_llm_layers_needs_a_final_norm() -> None:
+    llm = _tiny_qwen(2)
+    llm.norm = torch.nn.Identity()
+    with pytest.raises(ValueError, match="final RMSNorm"):
+        MuseConnector.from_llm_layers(llm, 1, caption_channels=8)

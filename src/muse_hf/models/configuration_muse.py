@@ -201,6 +201,15 @@ class MuseTokenizerConfig(PreTrainedConfig):
         decoder_config: Keyword arguments of ``diffusers.AutoencoderDC`` whose ``decoder`` is used. Its
             ``latent_channels`` must equal ``latent_channels`` (filled in when missing).
         image_size: Default input resolution (int or ``[height, width]``); must be a multiple of ``2 * patch_size``.
+            It is the size the model and its image processor default to, not necessarily the training resolution
+            (the training arguments' ``resolution``). They differ in the paper-scale presets: ``muse-1b`` /
+            ``muse-3b`` keep InternViT-300M-448px's native 448, the tokenizer trains at 224 px as in the authors'
+            released configs (PanqiYang1/MUSE configs/muse_1b/stage1.yaml:72-73), and the unified model encodes at
+            448 px as UniLIP does (448 px inputs, 16x16 latents = SANA-512's latent grid; nnnth/UniLIP
+            unilip/train/train_stage2.py:35). The backbone interpolates its position embeddings and the blocks use
+            2D RoPE, so any multiple of ``2 * patch_size`` works; UniLIP's own tokenizer adds a 448 px stage for this
+            (tokenizer/configs/training/InternVL3_1B_DCAE/internvl3_1B_stage2_448.yaml:51-52), MUSE's stop at 224.
+            The ``tiny`` preset trains and runs at 64 px throughout.
         num_synergistic_blocks: Number of Synergistic Blocks ``K``.
         hidden_size: Block width ``D`` (``append``) / adapter output width (both placements).
         num_attention_heads: Heads of the blocks (``append``; ``replace_last`` uses the backbone's heads).
@@ -213,6 +222,12 @@ class MuseTokenizerConfig(PreTrainedConfig):
         routing: ``"decoupled"`` (MUSE), ``"shared"`` (naive shared), ``"soft"`` (shared + gradient-cosine penalty,
             see ``soft_penalty_weight``), ``"two_stream"`` (separate block stacks for topology/semantics and for
             reconstruction).
+        detach_topology_input: ``decoupled`` only. ``False`` (default, the authors' released code,
+            ``PanqiYang1/MUSE muse/models/muse_vit.py:172-193``): ``q_topo``/``k_topo`` read ``norm1(x)`` with
+            gradient, so a block's topology loss also trains the earlier blocks, the adapter and a trainable backbone
+            (never that block's own values; the attention map that mixes the values is always detached). ``True``:
+            this project's stricter variant, which also detaches ``norm1(x)`` for the topology stream so that a
+            topology loss updates nothing but ``q_topo``/``k_topo`` and their qk-norms.
         placement: ``"append"`` (K new blocks after the backbone) or ``"replace_last"`` (appendix C.2).
         topology_layers: Block indices whose attention maps are returned / supervised (negative indices allowed,
             stored normalised). Default: all blocks.
@@ -221,8 +236,14 @@ class MuseTokenizerConfig(PreTrainedConfig):
         scaling_factor: Latent scale for the DiT: ``z_dit = (z - shift_factor) * scaling_factor``.
         shift_factor: Latent shift for the DiT.
         freeze_vision_backbone: Set ``requires_grad=False`` on the backbone at construction.
-        grad_scale: Gradient multiplier on the backbone output (1.0 = off).
-        spectral_filter_alpha: Gain of high-frequency latent gradients (``None`` or 1.0 = off; paper: 0.1).
+        grad_scale: Gradient scale ``lambda_g`` on the reconstruction branch, at the synergistic stack's output
+            before the latent head (``norm`` -> ``to_latent``), as in ``PanqiYang1/MUSE muse/models/muse_vit.py:408``
+            (the released code calls this scalar multiplier its "spectral filter"). Only reconstruction gradients
+            pass there; topology and semantic gradients are not scaled. 1.0 = off.
+        spectral_filter_alpha: FFT spectral gradient filtering of the latents, this project's reading of the
+            paper's appendix E.1 ("spectral gradient filtering, coefficient 0.1"): gain of the high-frequency part
+            of the latent gradient (``None`` or 1.0 = off). Not in the released code (its "spectral_filter" is the
+            scalar ``grad_scale``); the paper-size presets leave it off and say so.
         spectral_filter_cutoff: Normalised radius above which a frequency counts as high.
         soft_penalty_weight: Weight of the gradient-cosine penalty used by ``routing="soft"`` (read by the objectives).
         qkv_bias: Bias in the blocks' q/k/v projections.
@@ -245,6 +266,7 @@ class MuseTokenizerConfig(PreTrainedConfig):
     latent_channels: int = 32
     unshuffle_factor: int = 2
     routing: str = "decoupled"
+    detach_topology_input: bool = False
     placement: str = "append"
     topology_layers: list[int] | None = None
     semantic_layers: list[int] | None = None
@@ -308,6 +330,10 @@ class MuseTokenizerConfig(PreTrainedConfig):
         """Check every MUSE-specific field; raises ``ValueError`` naming the offending field."""
         if self.routing not in ROUTING_MODES:
             raise ValueError(f"`routing` must be one of {ROUTING_MODES}, got {self.routing!r}.")
+        if not isinstance(self.detach_topology_input, bool):
+            raise ValueError(
+                f"`detach_topology_input` must be true or false, got {self.detach_topology_input!r}."
+            )
         if self.placement not in PLACEMENTS:
             raise ValueError(f"`placement` must be one of {PLACEMENTS}, got {self.placement!r}.")
         if self.num_synergistic_blocks < 1:

@@ -21,6 +21,18 @@ the last layers of the MLLM's LLM as UniLIP does.
 
 Optionally (``reference_channels``) the connector also takes the tokenizer latents of a reference image
 as extra tokens, the editing path for condition encoders that cannot see images.
+
+Resolutions: the unified model does not run at the tokenizer's training resolution. The MUSE tokenizer is
+trained at 224 px (PanqiYang1/MUSE configs/muse_1b/stage1.yaml:72-73, our configs/tokenizer/muse-1b), but
+UniLIP feeds its unified model 448 px images, both the understanding input (nnnth/UniLIP
+unilip/train/train_stage2.py:35, unilip/pipeline_edit.py:66) and the generation target (InternVL's image
+processor, 448 by default, unilip/train/train_stage2.py:1020), because 448 is the InternViT tower's native
+size (256 image tokens, train_stage2.py:351) and its 16x16 latent grid is SANA-512's (UniLIP decodes 512 px and
+resizes by 28/32 back to 448, unilip/model/language_model/unilip_internvl.py:291-301). UniLIP's own tokenizer
+gets a 448 px fine-tuning stage for this (tokenizer/configs/training/InternVL3_1B_DCAE/internvl3_1B_stage2_448.yaml:51-52
+after 224 px stages 1-2); MUSE's released configs stop at 224. Our configs/umm/muse-1b therefore sets
+``resolution: 448`` for the tokenizer trained at 224 (its backbone interpolates its position embeddings; the
+synergistic blocks use 2D RoPE), and the tiny configs use 64 px throughout.
 """
 
 from __future__ import annotations
@@ -39,6 +51,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .synergistic import SwiGLUMLP, rotate_half
+
 __all__ = ["MuseConnector", "MuseConnectorOutput", "ConnectorLayer"]
 
 
@@ -54,11 +68,6 @@ class MuseConnectorOutput(BaseOutput):
 
     encoder_hidden_states: torch.Tensor
     encoder_attention_mask: torch.Tensor
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
 
 
 class ConnectorAttention(nn.Module):
@@ -88,26 +97,13 @@ class ConnectorAttention(nn.Module):
         k = self.k_proj(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, N, d)
         v = self.v_proj(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
         cos, sin = rope
-        q = (q * cos + _rotate_half(q) * sin).to(v.dtype)
-        k = (k * cos + _rotate_half(k) * sin).to(v.dtype)
+        q = (q * cos + rotate_half(q) * sin).to(v.dtype)
+        k = (k * cos + rotate_half(k) * sin).to(v.dtype)
         if self.num_kv_heads != self.num_heads:
             rep = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, N, d)
         return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
-
-
-class ConnectorMLP(nn.Module):
-    """SwiGLU MLP (Qwen2 layout)."""
-
-    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class ConnectorLayer(nn.Module):
@@ -118,7 +114,7 @@ class ConnectorLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.self_attn = ConnectorAttention(hidden_size, num_heads, num_kv_heads)
-        self.mlp = ConnectorMLP(hidden_size, intermediate_size)
+        self.mlp = SwiGLUMLP(hidden_size, intermediate_size)  # Qwen2MLP layout: gate/up/down, no bias
         self.input_layernorm = nn.RMSNorm(hidden_size, eps=eps)
         self.post_attention_layernorm = nn.RMSNorm(hidden_size, eps=eps)
 
@@ -178,7 +174,9 @@ class MuseConnector(ModelMixin, ConfigMixin):
                 f"MuseConnector: head dim hidden_size/num_attention_heads = {hidden_size}/{num_attention_heads} "
                 "must be even for rotary embeddings."
             )
-        self.query_embeds = nn.Parameter(torch.randn(num_queries, condition_dim) * 0.02)  # (Q, Dc)
+        # UniLIP initialises its latent queries as standard normal, N(0, 1), in the LLM's width
+        # (nnnth/UniLIP unilip/model/unilip_internvl.py:46 and :201, `torch.randn(1, n_query, hidden_size)`).
+        self.query_embeds = nn.Parameter(torch.randn(num_queries, condition_dim))  # (Q, Dc)
         self.condition_proj = (
             nn.Identity() if condition_dim == hidden_size else nn.Linear(condition_dim, hidden_size)
         )
@@ -192,7 +190,7 @@ class MuseConnector(ModelMixin, ConfigMixin):
                 for _ in range(num_layers)
             ]
         )
-        self.norm = nn.RMSNorm(hidden_size, eps=rms_norm_eps)
+        self.norm = nn.RMSNorm(hidden_size, eps=rms_norm_eps)  # the LLM's final norm (from_llm_layers copies it)
         self.proj_out = nn.Linear(hidden_size, caption_channels)
 
     # ------------------------------------------------------------------ init from an LLM
@@ -206,12 +204,16 @@ class MuseConnector(ModelMixin, ConfigMixin):
         num_queries: int = 256,
         reference_channels: int | None = None,
     ) -> MuseConnector:
-        """Build a connector whose layers are copies of the LLM's last ``num_layers`` decoder layers.
+        """Build a connector whose layers are copies of the LLM's last ``num_layers`` decoder layers and final norm.
 
         UniLIP's choice for InternVL: the connector is "structurally isomorphic to the LLM layers" and
-        starts from the LLM's top layers (the copies are then trained; the LLM stays frozen). The width,
-        heads, KV heads, MLP width, norm epsilon and RoPE base are read from the LLM's config; the query
-        embeddings start from the mean of the LLM's input embeddings plus small noise.
+        starts from the LLM's top layers (the copies are then trained; the LLM stays frozen). UniLIP deep-copies
+        the whole language model and deletes all but the last ``connect_layer`` layers and the token embeddings
+        (nnnth/UniLIP unilip/model/unilip_internvl.py:176-178), so the copy keeps the LLM's final RMSNorm, and
+        its output ``hidden_states[-1]`` (transformers' Qwen2Model appends it after that norm;
+        unilip/model/language_model/unilip_internvl.py:127-135) goes to the projector: here ``self.norm`` then
+        ``proj_out``. The width, heads, KV heads, MLP width, norm epsilon and RoPE base are read from the LLM's
+        config; the query embeddings keep their N(0, 1) initialisation (UniLIP's).
 
         Args:
             llm: a Qwen2-style decoder (``Qwen2Model``, ``Qwen2ForCausalLM``, or an
@@ -248,10 +250,12 @@ class MuseConnector(ModelMixin, ConfigMixin):
         return connector
 
     def load_llm_layers(self, llm: nn.Module) -> None:
-        """Copy the LLM's last ``len(self.layers)`` decoder layers into this connector's layers.
+        """Copy the LLM's last ``len(self.layers)`` decoder layers into this connector's layers, and the LLM's
+        final norm into ``self.norm`` (as UniLIP's ``deepcopy(language_model)`` keeps it).
 
         Raises:
-            ValueError: too few LLM layers, or a parameter name/shape mismatch (the message names it).
+            ValueError: too few LLM layers, no final ``norm``, or a parameter name/shape mismatch (the message
+                names it).
         """
         text_model = _find_decoder(llm)
         src_layers = text_model.layers
@@ -272,11 +276,18 @@ class MuseConnector(ModelMixin, ConfigMixin):
                         f"Shape mismatch for `{k}`: LLM {tuple(src_sd[k].shape)} vs connector {tuple(v.shape)}."
                     )
             dst.load_state_dict({k: src_sd[k] for k in dst_sd})
-        emb = text_model.get_input_embeddings().weight.detach()  # (V, D)
-        if emb.shape[1] == self.query_embeds.shape[1]:
-            with torch.no_grad():
-                self.query_embeds.copy_(emb.float().mean(0, keepdim=True).to(self.query_embeds.dtype)
-                                        + torch.randn_like(self.query_embeds) * emb.float().std().item() * 0.1)
+        final_norm = getattr(text_model, "norm", None)
+        if not isinstance(final_norm, nn.Module) or set(final_norm.state_dict()) != set(self.norm.state_dict()):
+            raise ValueError(
+                f"{type(text_model).__name__} has no final RMSNorm `norm` with a `weight`; only Qwen2-style decoders "
+                "can initialise the connector (UniLIP copies the LLM's final norm with its last layers)."
+            )
+        if final_norm.weight.shape != self.norm.weight.shape:
+            raise ValueError(
+                f"Shape mismatch for `norm.weight`: LLM {tuple(final_norm.weight.shape)} vs connector "
+                f"{tuple(self.norm.weight.shape)}."
+            )
+        self.norm.load_state_dict(final_norm.state_dict())
 
     # ------------------------------------------------------------------ forward
     def forward(

@@ -8,16 +8,26 @@ One attention map, three parameter groups, each fed by one objective::
     x = x + mlp(norm2(x))                                                              (SwiGLU)
     s = mean_tokens(A' @ v_itc(h))                                                     semantic stream
 
-In ``decoupled`` routing ``h' = h.detach()`` and ``A' = A.detach()``:
+In ``decoupled`` routing ``A' = A.detach()`` and, as in the authors' released code
+(``PanqiYang1/MUSE muse/models/muse_vit.py:172-193``), ``h' = h``:
 
-* ``h.detach()`` makes the topology stream a leaf computation: a loss on ``A`` (the structural KL) updates only
-  ``q_topo``, ``k_topo`` and their qk-norms -- never ``v_sem``/``v_itc``, the residual stream, earlier blocks or
-  the backbone. Without it, the topology loss of block ``i`` would flow through ``h`` into block ``i-1``'s values
-  and MLP, so "the topology loss leaves the values exactly untouched" would hold for one block only.
-* ``A.detach()`` keeps reconstruction and semantic gradients away from ``q_topo``/``k_topo``.
+* ``A.detach()`` (the released "gradient shield", ``muse_vit.py:192-196``) keeps reconstruction and semantic
+  gradients away from ``q_topo``/``k_topo``: only a block's own topology loss trains its topology stream.
+* ``q_topo``/``k_topo`` read ``h = norm1(x)`` *with* gradient, so a loss on block ``i``'s map ``A`` (the
+  structural KL) updates ``q_topo``/``k_topo``/qk-norms and ``norm1`` of block ``i`` and, through the block input
+  ``x``, the earlier blocks (their values and MLPs), the adapter and a trainable backbone. It never reaches block
+  ``i``'s own ``v_sem``/``v_itc``/``o_proj``/MLP or any later block: the exact-zero claims hold **per block**.
+* ``detach_topology_input=True`` (config ``MuseTokenizerConfig.detach_topology_input``) is this project's stricter
+  variant, not the released behaviour: ``h' = h.detach()`` makes the topology stream a leaf computation, so a
+  topology loss updates only ``q_topo``, ``k_topo`` and their qk-norms -- never any value, the residual stream,
+  earlier blocks or the backbone.
 
 In ``shared`` routing (also used by ``soft`` and by both stacks of ``two_stream``) nothing is detached, there is no
 ``v_itc`` and the semantic stream reads the pooled ``A @ v_sem(h)`` of the block.
+
+The semantic stream here follows the paper (eq. 3: the semantic value aggregated by the topology map). The released
+code instead pools ``v_itc`` of the un-normalised block input without attention (``muse_vit.py:203``,
+``muse_vit.py:464``); docs/fidelity.md lists this and the other departures.
 
 Inference cost: when no attention map is requested the block runs fused
 ``torch.nn.functional.scaled_dot_product_attention``; in ``decoupled`` routing it is fed ``q.detach()`` and
@@ -38,6 +48,7 @@ __all__ = [
     "SynergisticBlock",
     "apply_rotary_2d",
     "pixel_unshuffle_tokens",
+    "rotate_half",
 ]
 
 
@@ -103,14 +114,16 @@ class RotaryEmbedding2D(nn.Module):
         return out
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """``[x1, x2] -> [-x2, x1]`` on the last dim: the RoPE helper of the ``rotate_half`` layout (Llama / Qwen2),
+    shared by the 2D RoPE here and the connector's 1D RoPE."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
 
 
 def apply_rotary_2d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``x`` ``(B, H, N, hd)`` with tables ``(N, hd)`` from :class:`RotaryEmbedding2D`."""
-    return x * cos + _rotate_half(x) * sin
+    return x * cos + rotate_half(x) * sin
 
 
 class SwiGLUMLP(nn.Module):
@@ -139,6 +152,8 @@ class SynergisticBlock(GradientCheckpointingLayer):
         qkv_bias: Bias on ``q_topo``, ``k_topo``, ``v_sem``, ``v_itc``.
         qk_norm: Per-head RMSNorm on queries and keys (``q_norm``, ``k_norm``).
         eps: RMSNorm epsilon.
+        detach_topology_input: ``decoupled`` only: feed ``q_topo``/``k_topo`` a detached ``norm1(x)`` (this
+            project's stricter variant; the released code keeps the gradient, see the module docstring).
     """
 
     def __init__(
@@ -151,6 +166,7 @@ class SynergisticBlock(GradientCheckpointingLayer):
         qkv_bias: bool = True,
         qk_norm: bool = True,
         eps: float = 1e-6,
+        detach_topology_input: bool = False,
     ) -> None:
         super().__init__()
         if routing not in ("decoupled", "shared"):
@@ -166,6 +182,8 @@ class SynergisticBlock(GradientCheckpointingLayer):
         self.routing = routing
         self.decoupled = routing == "decoupled"
         self.semantic = semantic
+        # PanqiYang1/MUSE muse/models/muse_vit.py:172-176: q_topo/k_topo read norm1(x) with gradient (default here)
+        self.detach_topology_input = bool(detach_topology_input) and self.decoupled
 
         self.norm1 = nn.RMSNorm(hidden_size, eps=eps)
         self.q_topo = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
@@ -235,7 +253,7 @@ class SynergisticBlock(GradientCheckpointingLayer):
         if not torch.is_grad_enabled():
             q, k, v = self._fused_qkv(h)  # forward-identical; detach is moot without autograd
         else:
-            topo_in = h.detach() if self.decoupled else h
+            topo_in = h.detach() if self.detach_topology_input else h  # released: h (muse_vit.py:175-176)
             q, k, v = self.q_topo(topo_in), self.k_topo(topo_in), self.v_sem(h)  # (B, N, D) each
         q = apply_rotary_2d(self.q_norm(self._heads(q)), rope_cos, rope_sin)  # (B, H, N, hd)
         k = apply_rotary_2d(self.k_norm(self._heads(k)), rope_cos, rope_sin)  # (B, H, N, hd)
@@ -246,7 +264,7 @@ class SynergisticBlock(GradientCheckpointingLayer):
         attn = None
         if output_attentions:
             attn = self.attention_probs(q, k)  # (B, H, N, N), carries the topology gradient
-            mix = attn.detach() if self.decoupled else attn
+            mix = attn.detach() if self.decoupled else attn  # released "gradient shield" (muse_vit.py:192-196)
             out = torch.matmul(mix, v)  # (B, H, N, hd or 2hd)
         else:
             if self.decoupled:
@@ -264,4 +282,5 @@ class SynergisticBlock(GradientCheckpointingLayer):
         return hidden_states, attn, semantic
 
     def extra_repr(self) -> str:
-        return f"routing={self.routing}, heads={self.num_heads}, semantic={self.semantic}"
+        extra = ", detach_topology_input=True" if self.detach_topology_input else ""
+        return f"routing={self.routing}, heads={self.num_heads}, semantic={self.semantic}{extra}"

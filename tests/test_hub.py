@@ -123,6 +123,7 @@ def test_pipeline_card(pipeline_dir: Path) -> None:
     for component in ("mllm", "connector", "transformer", "scheduler", "vae"):
         assert f"| `{component}` |" in card.text
     assert "cannot answer questions about images" in card.text
+    assert "import muse_hf" in card.text and "DiffusionPipeline.from_pretrained(" in card.text  # both loaders shown
 
 
 def test_write_model_card_and_load(tokenizer_dir: Path, tmp_path: Path) -> None:

@@ -272,6 +272,44 @@ def test_save_pretrained_from_pretrained_same_image(pipe: MusePipeline, tmp_path
                                pipe("green", generator=gen(5), **edit).images, atol=1e-6, rtol=0)
 
 
+def test_generic_diffusion_pipeline_loads_a_muse_pipeline(pipe: MusePipeline, tmp_path) -> None:
+    """Both loading paths give the same pipeline: MusePipeline.from_pretrained and, after `import muse_hf` (which
+    registers the class with diffusers), diffusers.DiffusionPipeline.from_pretrained."""
+    import diffusers
+
+    import muse_hf  # noqa: F401  (the registration happens on import)
+
+    pipe.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["_class_name"] == "MusePipeline"
+    assert diffusers.MusePipeline is MusePipeline
+    generic = diffusers.DiffusionPipeline.from_pretrained(tmp_path)
+    direct = MusePipeline.from_pretrained(tmp_path)
+    assert type(generic) is MusePipeline and type(direct) is MusePipeline
+    assert isinstance(generic.connector, MuseConnector) and isinstance(generic.vae, MuseTokenizerModel)
+    generic.set_progress_bar_config(disable=True)
+    direct.set_progress_bar_config(disable=True)
+    kw = dict(num_inference_steps=2, output_type="pt")
+    torch.testing.assert_close(generic("a red circle", generator=gen(3), **kw).images,
+                               direct("a red circle", generator=gen(3), **kw).images, atol=0, rtol=0)
+
+
+def test_register_with_diffusers_never_replaces_a_foreign_class(monkeypatch, caplog) -> None:
+    import diffusers
+
+    from muse_hf.pipelines import register_with_diffusers
+
+    assert register_with_diffusers() is True  # idempotent
+    monkeypatch.delattr(diffusers, "MusePipeline")
+    with pytest.raises(AttributeError, match="MusePipeline"):  # what diffusers raises when nothing registered it
+        diffusers.MusePipeline  # noqa: B018
+    assert register_with_diffusers() is True and diffusers.MusePipeline is MusePipeline
+    foreign = type("MusePipeline", (), {})
+    monkeypatch.setattr(diffusers, "MusePipeline", foreign, raising=False)
+    assert register_with_diffusers() is False
+    assert diffusers.MusePipeline is foreign
+    assert "MusePipeline.from_pretrained(folder)" in caplog.text
+
+
 # ---------------------------------------------------------------------- InternVL: shared weights, chat
 def test_internvl_vision_tower_shares_tokenizer_backbone(vlm_pipe: MusePipeline) -> None:
     tower = vlm_pipe.mllm.model.vision_tower

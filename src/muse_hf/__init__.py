@@ -1,8 +1,10 @@
 """muse_hf: MUSE unified visual tokenizer and unified model, native to the Hugging Face stack.
 
 ``import muse_hf`` registers the tokenizer with transformers' Auto classes (this is the only place that
-does), so ``AutoModel.from_pretrained(folder)`` works on a saved MUSE tokenizer. Everything else (pipeline,
-objectives, data, training, evaluation) is resolved lazily on first attribute access.
+does), so ``AutoModel.from_pretrained(folder)`` works on a saved MUSE tokenizer, and registers ``MusePipeline``
+with diffusers, so ``diffusers.DiffusionPipeline.from_pretrained(folder)`` works on a saved MUSE pipeline (this
+imports :mod:`muse_hf.pipelines` eagerly). Everything else (objectives, data, training, evaluation) is resolved
+lazily on first attribute access.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ __version__ = "0.1.0"
 AutoConfig.register(MuseTokenizerConfig.model_type, MuseTokenizerConfig, exist_ok=True)
 AutoModel.register(MuseTokenizerConfig, MuseTokenizerModel, exist_ok=True)
 AutoImageProcessor.register(MuseTokenizerConfig, slow_image_processor_class=MuseImageProcessor, exist_ok=True)
+
+# diffusers resolves a saved pipeline's `_class_name` on the `diffusers` module; importing the pipelines package
+# registers MusePipeline there (muse_hf.pipelines.register_with_diffusers), so that
+# `diffusers.DiffusionPipeline.from_pretrained(folder)` loads a saved MusePipeline after `import muse_hf`.
+from . import pipelines as _pipelines  # noqa: E402,F401  (the registration is the import's side effect)
 
 # public name -> submodule that defines it (resolved on first access, PEP 562)
 _LAZY: dict[str, str] = {

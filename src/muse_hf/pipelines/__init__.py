@@ -15,8 +15,10 @@ from .flow_matching import (
     flow_matching_loss,
     sample_logit_normal_sigmas,
 )
-from .pipeline_muse import EditTurn, MuseEditSession, MusePipeline
+from .pipeline_muse import EditTurn, MuseEditSession, MusePipeline, register_with_diffusers
 from .pipeline_output import MusePipelineOutput
+
+register_with_diffusers()  # DiffusionPipeline.from_pretrained(folder) resolves "MusePipeline"
 
 __all__ = [
     "ConditionEncoder",
@@ -33,5 +35,6 @@ __all__ = [
     "compute_latent_scaling",
     "flow_matching_loss",
     "load_default_text_encoder",
+    "register_with_diffusers",
     "sample_logit_normal_sigmas",
 ]

@@ -53,7 +53,7 @@ from .pipeline_output import MusePipelineOutput
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["MusePipeline", "MuseEditSession", "EditTurn"]
+__all__ = ["MusePipeline", "MuseEditSession", "EditTurn", "register_with_diffusers"]
 
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -614,3 +614,35 @@ class MuseEditSession:
             msgs.append({"role": "user", "content": [{"type": "text", "text": turn.instruction}]})
             msgs.append({"role": "assistant", "content": [{"type": "image", "image": turn.image}]})
         return msgs
+
+
+def register_with_diffusers() -> bool:
+    """Let ``diffusers.DiffusionPipeline.from_pretrained(folder)`` load a saved :class:`MusePipeline`.
+
+    diffusers turns a folder's ``model_index.json`` ``"_class_name"`` into a class by looking the name up on the
+    ``diffusers`` module itself (``getattr(diffusers, class_name)`` in
+    ``diffusers.pipelines.pipeline_loading_utils._get_pipeline_class``); its only other route, a custom pipeline
+    file in the folder, needs ``trust_remote_code=True``. So ``import muse_hf`` calls this function, which puts
+    ``MusePipeline`` under that name, as ``AutoModel.register`` does for the tokenizer on the transformers side. The
+    components then load as they do for ``MusePipeline.from_pretrained`` (``model_index.json`` names their
+    libraries: ``muse_hf.models...``, ``transformers``, ``diffusers``).
+
+    Returns:
+        ``True`` when ``diffusers.MusePipeline`` is this class; ``False`` (with a warning) when diffusers already
+        has a different class of that name, which is then left alone.
+    """
+    import diffusers
+
+    name = MusePipeline.__name__
+    existing = getattr(diffusers, name, None)  # diffusers' lazy module raises AttributeError -> None
+    if existing is None:
+        setattr(diffusers, name, MusePipeline)
+        return True
+    if existing is MusePipeline:
+        return True
+    logger.warning(
+        "diffusers already defines %s (%s.%s); it is left in place, so DiffusionPipeline.from_pretrained would "
+        "build that class. Load MUSE pipelines with `from muse_hf import MusePipeline; "
+        "MusePipeline.from_pretrained(folder)`.", name, existing.__module__, getattr(existing, "__qualname__", name),
+    )  # fmt: skip
+    return False

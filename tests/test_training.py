@@ -292,6 +292,54 @@ def test_resume_reproduces_the_uninterrupted_losses(tmp_path: Path, shapes_dir: 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_extending_a_finished_stage_trains_on_to_the_new_total(
+    tmp_path: Path, shapes_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--resume_from_checkpoint latest --max_train_steps N` on a finished stage used to exit 0 doing nothing."""
+    from muse_hf.training.checkpointing import latest_checkpoint
+    from muse_hf.training.loop import main
+
+    out = tmp_path / "run"
+    cfg = _config(out, shapes_dir, max_train_steps=3, checkpointing_steps=1000, lr_scheduler="cosine")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["--config", str(path)]) == 0
+    assert latest_checkpoint(out).name == "checkpoint-3"  # the last step always has a checkpoint
+    at_3 = _params(out)
+
+    capsys.readouterr()
+    extend = ["--config", str(path), "--resume_from_checkpoint", "latest", "--max_train_steps", "5"]
+    assert main([*extend, "--checkpointing_steps", "4"]) == 0
+    assert "finished at 3 steps; continuing it to 5" in capsys.readouterr().out
+    assert json.loads((out / "training_summary.json").read_text())["global_step"] == 5
+    log = [json.loads(line) for line in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
+    # The schedule is the 5-step run's, continued: the lr logged after step 4 is cosine(4/5), not the 3-step
+    # run's exhausted zero (and step 4 itself ran at cosine(3/5) > 0, so the weights moved).
+    def cosine(step: int, total: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * step / total))
+
+    lr_keys = [k for k in log[3] if k.startswith("lr/model.")]
+    assert lr_keys
+    assert all(log[3][k] == pytest.approx(log[0][k] / cosine(1, 3) * cosine(4, 5)) for k in lr_keys)
+    assert all(log[2][k] == pytest.approx(0.0, abs=1e-12) for k in lr_keys)  # the 3-step run ended at zero
+    at_4 = load_file(str(out / "checkpoint-4" / "model.safetensors"))
+    assert _changed(at_3, {k: at_4[f"tokenizer.{k}"] for k in at_3})  # (the trained module wraps the tokenizer)
+    assert latest_checkpoint(out).name == "checkpoint-5"
+
+    capsys.readouterr()
+    assert main(extend) == 0
+    said = capsys.readouterr().out
+    assert "already finished" in said and "--max_train_steps N (N > 5)" in said
+    assert len((out / "logs" / "train_log.jsonl").read_text().splitlines()) == 5  # nothing trained
+
+    for ckpt in out.glob("checkpoint-*"):
+        shutil.rmtree(ckpt)
+    assert main(["--config", str(path), "--resume_from_checkpoint", "latest", "--max_train_steps", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no complete checkpoint" in err and f"--init_from {out}" in err
+
+
 # ------------------------------------------------------------------------------------------------ non-finite
 def _nan_task(args: Any, nan_at: set[int]):
     from muse_hf.training.tokenizer_task import TokenizerTask

@@ -83,3 +83,64 @@ def test_two_process_gloo_run_completes_and_loads(tmp_path: Path) -> None:
     with torch.no_grad():
         sample = tokenizer(torch.zeros(1, 3, 32, 32)).sample
     assert sample.shape == (1, 3, 32, 32) and torch.isfinite(sample).all()
+
+
+@pytest.mark.distributed
+def test_two_process_gloo_curriculum_runs_every_stage(tmp_path: Path) -> None:
+    """Two stages in one `accelerate launch`: stage 2 must get a working process group after stage 1 (stage 1 used
+    to destroy it) and an Accelerator of its own settings (stage 2 asks for another mixed precision, which the
+    process-wide accelerate state refused), then both stages' models and checkpoints are complete."""
+    from muse_hf.data import build_shapes_dataset
+    from muse_hf.models import MuseTokenizerModel
+    from muse_hf.training.checkpointing import latest_checkpoint
+
+    data = tmp_path / "shapes-32"
+    build_shapes_dataset(data, num_train=16, num_val=4, image_size=32, seed=0)
+    model = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY_TEST_OVERRIDES.items()}
+    model["semantic_dim"] = 384
+    out = tmp_path / "run"
+    cfg = {
+        "task": "tokenizer",
+        "output_dir": str(out),
+        "train_data": str(data),
+        "resolution": 32,
+        "model_overrides": model,
+        "train_batch_size": 2,
+        "learning_rate": 1e-3,
+        "shuffle_buffer_size": 0,
+        "checkpointing_steps": 2,
+        "logging_steps": 1,
+        "report_to": "tensorboard",
+        "mixed_precision": "no",
+        "stages": {
+            "stage1": {"max_train_steps": 2, "semantic_weight": 0.0},
+            "stage2": {"max_train_steps": 2, "semantic_weight": 0.5, "mixed_precision": "bf16"},
+        },
+    }
+    config_path = tmp_path / "cfg.yaml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "1"}
+    proc = subprocess.run(
+        [
+            accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--dynamo_backend", "no", "--main_process_port", "29518",
+            str(REPO / "examples" / "train.py"), "--config", str(config_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "destroy_process_group() was not called" not in proc.stderr  # torch's warning for a leaked group
+    for name in ("stage1", "stage2"):
+        summary = json.loads((out / name / "training_summary.json").read_text())
+        assert (summary["stage"], summary["num_processes"], summary["global_step"]) == (name, 2, 2)
+        assert summary["mixed_precision"] == {"stage1": "no", "stage2": "bf16"}[name]
+        assert latest_checkpoint(out / name).name == "checkpoint-2"
+        tokenizer = MuseTokenizerModel.from_pretrained(out / name)
+        with torch.no_grad():
+            assert torch.isfinite(tokenizer(torch.zeros(1, 3, 32, 32)).sample).all()
+    log = [json.loads(line) for line in (out / "stage2" / "logs" / "train_log.jsonl").read_text().splitlines()]
+    assert "loss/semantic" in log[-1]  # stage 2 ran its own objective set

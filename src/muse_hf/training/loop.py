@@ -29,6 +29,7 @@ from muse_hf.training.arguments import (
     parse_cli,
 )
 from muse_hf.training.checkpointing import (
+    checkpoint_step,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -43,7 +44,16 @@ from muse_hf.training.optim import (
 )
 from muse_hf.training.task import TrainingTask
 
-__all__ = ["TrainResult", "TrainingDivergedError", "train", "run_stages", "main", "build_task"]
+__all__ = [
+    "TrainResult",
+    "TrainingDivergedError",
+    "ResumeError",
+    "train",
+    "run_stages",
+    "main",
+    "build_task",
+    "end_distributed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +103,21 @@ def _tracker_config(args: MuseTrainingArguments) -> dict[str, Any]:
 
 
 def _build_accelerator(args: MuseTrainingArguments) -> Any:
+    """This stage's ``Accelerator``, built from this stage's arguments.
+
+    accelerate keeps its settings (mixed precision, the FSDP/DeepSpeed plugin, the accumulation plugin) in
+    process-wide singletons that refuse a second, different value (a curriculum whose stage 2 asks for bf16 after
+    a stage 1 in fp32 failed with "AcceleratorState has already been initialized"). Each stage therefore forgets
+    the previous stage's ``AcceleratorState`` / ``GradientState`` first; ``PartialState`` - the process group and
+    this process's rank/device - is kept and shared by every stage of the run.
+    """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
+    # accelerate has no public reset; its own test suite resets these between Accelerators the same way.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     log_with = (
         None if args.report_to in ("none", "", None) else [t.strip() for t in args.report_to.split(",")]
     )
@@ -298,17 +320,39 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
                     )
             resumed_from = str(path)
             accelerator.print(f"Resumed from {path} at step {global_step}.")
+            saved_total = state.get("max_train_steps")
+            if saved_total != args.max_train_steps:
+                # An extended (or shortened) run: the restored schedules continue on the new total's curve.
+                _follow_new_schedule(p_schedulers)
+                accelerator.print(
+                    f"The checkpoint's run was {saved_total if saved_total is not None else 'of unknown length'} "
+                    f"steps long, this one is {args.max_train_steps}: the learning-rate schedule is the one of a "
+                    f"{args.max_train_steps}-step run, continued from step {global_step} (see docs/recovery.md)."
+                )
+            if global_step >= args.max_train_steps:
+                accelerator.print(
+                    f"The checkpoint is at step {global_step} and max_train_steps is {args.max_train_steps}: "
+                    "nothing left to train; writing the final model from it."
+                )
 
     if accelerator.is_main_process:
         accelerator.init_trackers(args.tracker_project_name, config=_tracker_config(args))
 
+    last_saved_step = global_step if resumed_from is not None else -1
+
     def checkpoint(step: int) -> None:
+        nonlocal last_saved_step
         tensors = {"ema": ema_tensors(ema, ema_target)} if ema is not None else None
+        last_saved_step = step
         save_checkpoint(
             accelerator,
             args.output_dir,
             step,
-            training_state={"nonfinite_steps": nonfinite_total, "stage": args.stage_name},
+            training_state={
+                "nonfinite_steps": nonfinite_total,
+                "stage": args.stage_name,
+                "max_train_steps": args.max_train_steps,
+            },
             process_state={"data": stream.state_dict()},
             tensors=tensors,
             total_limit=args.checkpoints_total_limit,
@@ -393,7 +437,7 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
             accelerator.log({"train/nonfinite_steps": nonfinite_total}, step=global_step)
             if consecutive_nonfinite >= args.max_consecutive_nonfinite:
                 progress.close()
-                accelerator.end_training()
+                _finish_trackers(accelerator)
                 last = latest_checkpoint(args.output_dir)
                 raise TrainingDivergedError(
                     f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradient (stage "
@@ -447,6 +491,10 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
             checkpoint(global_step)
 
     progress.close()
+    if global_step != last_saved_step:
+        # The last step always has a checkpoint, so a finished stage can be extended exactly (optimizer, EMA,
+        # data position): --resume_from_checkpoint latest --max_train_steps <more>.
+        checkpoint(global_step)
 
     # ------------------------------------------------------------------ final output
     out_dir = Path(args.output_dir)
@@ -469,6 +517,7 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
         "nonfinite_steps": nonfinite_total,
         "skipped_samples": int(skipped.item()),
         "num_processes": accelerator.num_processes,
+        "mixed_precision": str(accelerator.mixed_precision),
         "total_batch_size": total_batch,
         "resumed_from": resumed_from,
         "wall_time_s": time.perf_counter() - start_time,
@@ -485,7 +534,7 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
         if args.push_to_hub:
             _push_to_hub(args, out_dir, summary)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    _finish_trackers(accelerator)  # not end_training(): it destroys the process group the next stage needs
     result = TrainResult(
         output_dir=str(out_dir),
         global_step=global_step,
@@ -498,6 +547,36 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
     )
     accelerator.free_memory()
     return result
+
+
+def _follow_new_schedule(schedulers: dict[str, Any]) -> None:
+    """Set each optimizer's learning rates from its (rebuilt) schedule at the restored step.
+
+    ``load_state`` restores a schedule's step counter and the optimizer's learning rates as the checkpoint's run
+    left them; the schedule itself is rebuilt from this run's ``max_train_steps``. Without this the first step
+    after extending a finished stage would still use the old schedule's final (e.g. zero) learning rate.
+    """
+    for prepared in schedulers.values():
+        sched = getattr(prepared, "scheduler", prepared)  # accelerate's AcceleratedScheduler wraps it
+        lambdas = getattr(sched, "lr_lambdas", None)
+        if lambdas is None:  # not a LambdaLR: leave it as restored
+            continue
+        for group, base, fn in zip(sched.optimizer.param_groups, sched.base_lrs, lambdas, strict=True):
+            group["lr"] = base * fn(sched.last_epoch)
+
+
+def _finish_trackers(accelerator: Any) -> None:
+    """End this stage's trackers (TensorBoard, W&B, ...); the process group stays up for the next stage."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+
+
+def end_distributed() -> None:
+    """Tear the process group down once, after the last stage (a no-op outside distributed runs)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        from accelerate.state import PartialState
+
+        PartialState().destroy_process_group()
 
 
 def _push_to_hub(args: MuseTrainingArguments, out_dir: Path, summary: dict[str, Any]) -> None:
@@ -519,22 +598,66 @@ def is_stage_complete(output_dir: str | os.PathLike) -> bool:
     return (Path(output_dir) / SUMMARY_FILE).is_file()
 
 
+class ResumeError(ValueError):
+    """A finished stage cannot be continued as asked (the message says why and what to run instead)."""
+
+
+def _say(message: str) -> None:
+    """Print once per launch (rank 0 of ``accelerate launch`` / ``torchrun``, or the only process)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, flush=True)
+
+
 def run_stages(stages: Sequence[MuseTrainingArguments]) -> list[TrainResult]:
-    """Run a curriculum in order. With ``resume_from_checkpoint`` set, finished stages are skipped and an
-    interrupted one resumes from its newest complete checkpoint."""
+    """Run a curriculum in order.
+
+    With ``resume_from_checkpoint`` set, an interrupted stage resumes from its newest complete checkpoint; a
+    finished stage is skipped (saying so), unless its ``max_train_steps`` is now larger than the steps it ran:
+    then it continues from its last checkpoint to the new total (the learning-rate schedule becomes the new
+    total's, see ``docs/recovery.md``). Later stages that already finished are not re-run.
+
+    Raises:
+        ResumeError: a finished stage should be extended but holds no checkpoint to continue from.
+    """
     results = []
     for args in stages:
         if args.resume_from_checkpoint is not None and is_stage_complete(args.output_dir):
-            logger.info("Stage %s already finished in %s; skipping.", args.stage_name, args.output_dir)
             summary = json.loads((Path(args.output_dir) / SUMMARY_FILE).read_text())
-            results.append(
-                TrainResult(
-                    output_dir=args.output_dir,
-                    global_step=int(summary["global_step"]),
-                    metrics=summary.get("metrics", {}),
+            done = int(summary["global_step"])
+            if done >= args.max_train_steps:
+                steps_flag = (
+                    "--max_train_steps" if len(stages) == 1 else f"--stages.{args.stage_name}.max_train_steps"
                 )
+                _say(
+                    f"Stage {args.stage_name} already finished in {args.output_dir} ({done} steps); skipping it. "
+                    f"To train it further, rerun with --resume_from_checkpoint latest {steps_flag} N (N > {done})."
+                )
+                results.append(
+                    TrainResult(
+                        output_dir=args.output_dir,
+                        global_step=done,
+                        metrics=summary.get("metrics", {}),
+                    )
+                )
+                continue
+            last = latest_checkpoint(args.output_dir)
+            if last is None:
+                raise ResumeError(
+                    f"Stage {args.stage_name} finished in {args.output_dir} after {done} steps and "
+                    f"max_train_steps is now {args.max_train_steps}, but that folder holds no complete checkpoint "
+                    "to continue from (deleted, or written before final checkpoints existed). Start a new stage "
+                    f"from its model instead: --init_from {args.output_dir} --output_dir <new folder> "
+                    f"--max_train_steps {args.max_train_steps - done}."
+                )
+            redo = (
+                f" (steps {checkpoint_step(last) + 1}..{done} are trained again)"
+                if checkpoint_step(last) < done
+                else ""
             )
-            continue
+            _say(
+                f"Stage {args.stage_name} finished at {done} steps; continuing it to {args.max_train_steps} from "
+                f"{last}{redo}."
+            )
         results.append(train(args))
     return results
 
@@ -562,6 +685,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDivergedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except ResumeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        end_distributed()
     return 0
 
 

@@ -77,6 +77,15 @@ logger = logging.getLogger("muse_demo")
 
 
 # ------------------------------------------------------------------------------------------------ input checks
+class Refused(gr.Error):
+    """A request the demo refuses (bad upload, empty prompt, missing model): the user sees ``message``; the server
+    log gets one line, not the traceback gradio prints for every ``gr.Error``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, print_exception=False)
+        logger.info("refused: %s", " ".join(str(message).split()))
+
+
 def _image_key(image: PIL.Image.Image) -> str:
     """Content hash of an RGB image (identifies the source of a multi-turn session)."""
     return hashlib.sha1(image.tobytes() + repr(image.size).encode()).hexdigest()
@@ -120,11 +129,11 @@ def load_image_file(path: str | os.PathLike[str], name: str | None = None) -> PI
     try:
         size = path.stat().st_size
     except OSError as err:
-        raise gr.Error(f"The upload {name!r} could not be read ({err}); please upload it again.") from err
+        raise Refused(f"The upload {name!r} could not be read ({err}); please upload it again.") from err
     if size == 0:
-        raise gr.Error(f"{name!r} is empty (0 bytes); upload a PNG, JPEG or WebP image.")
+        raise Refused(f"{name!r} is empty (0 bytes); upload a PNG, JPEG or WebP image.")
     if size > MAX_UPLOAD_BYTES:
-        raise gr.Error(f"{name!r} is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB.")
+        raise Refused(f"{name!r} is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB.")
     too_large = (
         f"{name!r} is too large: images may be at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} pixels. "
         "Resize it and upload again."
@@ -134,24 +143,24 @@ def load_image_file(path: str | os.PathLike[str], name: str | None = None) -> PI
             warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
             image = PIL.Image.open(path)
             if image.format not in ALLOWED_FORMATS:
-                raise gr.Error(
+                raise Refused(
                     f"{name!r} is a {image.format} file; upload one of {', '.join(ALLOWED_FORMATS)}."
                 )
             width, height = image.size
             if width < 1 or height < 1:
-                raise gr.Error(f"{name!r} has no pixels ({width}x{height}).")
+                raise Refused(f"{name!r} has no pixels ({width}x{height}).")
             if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
-                raise gr.Error(too_large + f" (it is {width}x{height})")
+                raise Refused(too_large + f" (it is {width}x{height})")
             image.load()
     except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as err:
-        raise gr.Error(too_large) from err
+        raise Refused(too_large) from err
     except PIL.UnidentifiedImageError as err:
-        raise gr.Error(
+        raise Refused(
             f"{name!r} is not an image that can be decoded (is it another kind of file renamed to an image "
             f"extension?). Upload a {', '.join(ALLOWED_FORMATS[:3])} image."
         ) from err
     except (OSError, SyntaxError, ValueError) as err:
-        raise gr.Error(f"{name!r} could not be decoded ({err}); the file may be truncated or corrupt.") from err
+        raise Refused(f"{name!r} could not be decoded ({err}); the file may be truncated or corrupt.") from err
     return to_rgb(image)
 
 
@@ -182,17 +191,17 @@ class SafeImage(gr.Image):
 
                 path = processing_utils.save_base64_to_cache(payload.url, cache_dir=self.GRADIO_CACHE)
                 return load_image_file(path)
-            raise gr.Error("No image file was received; please upload the image again.")
+            raise Refused("No image file was received; please upload the image again.")
         return load_image_file(payload.path, name=payload.orig_name)
 
 
 def check_text(text: Any, what: str, max_chars: int = MAX_PROMPT_CHARS) -> str:
     """A non-empty string of at most ``max_chars`` characters (stripped), else ``gr.Error``."""
     if not isinstance(text, str) or not text.strip():
-        raise gr.Error(f"Please enter a {what}.")
+        raise Refused(f"Please enter {'an' if what[:1].lower() in 'aeiou' else 'a'} {what}.")
     text = text.strip()
     if len(text) > max_chars:
-        raise gr.Error(f"The {what} is {len(text)} characters long; the limit is {max_chars}.")
+        raise Refused(f"The {what} is {len(text)} characters long; the limit is {max_chars}.")
     return text
 
 
@@ -201,12 +210,12 @@ def check_number(value: Any, what: str, low: float, high: float, integer: bool =
     try:
         number = float(value)
     except (TypeError, ValueError) as err:
-        raise gr.Error(f"{what} must be a number; got {value!r}.") from err
+        raise Refused(f"{what} must be a number; got {value!r}.") from err
     if not np.isfinite(number) or not low <= number <= high:
-        raise gr.Error(f"{what} must be between {low:g} and {high:g}; got {value!r}.")
+        raise Refused(f"{what} must be between {low:g} and {high:g}; got {value!r}.")
     if integer:
         if number != int(number):
-            raise gr.Error(f"{what} must be a whole number; got {value!r}.")
+            raise Refused(f"{what} must be a whole number; got {value!r}.")
         return int(number)
     return number
 
@@ -214,7 +223,7 @@ def check_number(value: Any, what: str, low: float, high: float, integer: bool =
 def require_image(image: PIL.Image.Image | None, what: str = "an image") -> PIL.Image.Image:
     """The image, or ``gr.Error`` asking for one."""
     if image is None:
-        raise gr.Error(f"Please upload {what} first.")
+        raise Refused(f"Please upload {what} first.")
     return image
 
 
@@ -485,7 +494,7 @@ class MuseDemo:
     def _need(self, part: str) -> Any:
         value = getattr(self.models, part)
         if value is None:
-            raise gr.Error(self.models.notices.get(part, f"No {part} is loaded."))
+            raise Refused(self.models.notices.get(part, f"No {part} is loaded."))
         return value
 
     def prepare(self, image: PIL.Image.Image) -> tuple[torch.Tensor, PIL.Image.Image, tuple[float, float, float, float]]:
@@ -550,7 +559,7 @@ class MuseDemo:
             The image and a state ``{"key": content hash, "mask": (H, W) uint8, "caption": str}``.
         """
         if self._scene_renderer is None:
-            raise gr.Error("The synthetic scene renderer (muse_hf.data.shapes) is not available in this install.")
+            raise Refused("The synthetic scene renderer (muse_hf.data.shapes) is not available in this install.")
         seed = check_number(seed, "Seed", 0, MAX_SEED, integer=True)
         image, mask, caption = self._scene_renderer(seed, max(32, min(self.models.native_size)))
         return image, {"key": _image_key(image), "mask": mask, "caption": caption}
@@ -585,15 +594,15 @@ class MuseDemo:
         image = require_image(image)
         tokenizer = self._need("tokenizer")
         if query not in ("point", "pooled"):
-            raise gr.Error(f"Query must be 'point' or 'pooled'; got {query!r}.")
+            raise Refused(f"Query must be 'point' or 'pooled'; got {query!r}.")
         x = check_number(x, "x", 0.0, 1.0)
         y = check_number(y, "y", 0.0, 1.0)
         layers = self.topology_layers
         if not layers:
-            raise gr.Error("This tokenizer has no topology layers (config.topology_layers is empty).")
+            raise Refused("This tokenizer has no topology layers (config.topology_layers is empty).")
         layer = layers[-1] if layer is None else int(check_number(layer, "Layer", min(layers), max(layers), True))
         if layer not in layers:
-            raise gr.Error(f"Layer {layer} has no topology attention; choose one of {layers}.")
+            raise Refused(f"Layer {layer} has no topology attention; choose one of {layers}.")
         progress(0.1, desc="Student attention")
         pixel_values, view, box = self.prepare(image)
         enc = tokenizer.encode(pixel_values, output_attentions=True)
@@ -665,7 +674,7 @@ class MuseDemo:
             out = pipe(prompt, image=image, num_inference_steps=steps, guidance_scale=guidance, generator=generator,
                        callback_on_step_end=on_step, output_type="pil")
         except ValueError as err:  # the pipeline's own input checks
-            raise gr.Error(str(err)) from err
+            raise Refused(str(err)) from err
         return out.images[0]
 
     def generate(self, prompt: str, steps: Any, guidance: Any, seed: Any,
@@ -715,7 +724,7 @@ class MuseDemo:
         """
         pipe = self._need("pipeline")
         if not self.models.can_chat:
-            raise gr.Error(f"This pipeline's mllm ({type(pipe.mllm).__name__}) cannot see images, so it cannot chat.")
+            raise Refused(f"This pipeline's mllm ({type(pipe.mllm).__name__}) cannot see images, so it cannot chat.")
         image = require_image(image, "an image to ask about")
         question = check_text(question, "question")
         max_new_tokens = check_number(max_new_tokens, "Max new tokens", 1, MAX_NEW_TOKENS, integer=True)
@@ -726,7 +735,7 @@ class MuseDemo:
         try:
             answer = pipe.chat(image, question, max_new_tokens=max_new_tokens)
         except ValueError as err:
-            raise gr.Error(str(err)) from err
+            raise Refused(str(err)) from err
         session = {**session, "turns": [*session["turns"], (question, answer or "(empty answer)")]}
         return chat_messages(session), session
 

@@ -5,6 +5,7 @@ upload validation, the page without models, and the Space front-matter. (tests/t
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import sys
@@ -201,9 +202,23 @@ def test_bad_uploads_get_errors_and_server_keeps_serving(client: Client, files: 
     assert as_image(recon).size == (SIZE, SIZE) and metrics["psnr_db"] > 0
 
 
+def test_refused_upload_logs_one_line_not_a_traceback(
+    client: Client, files: dict[str, Path], capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="muse_demo")
+    capfd.readouterr()
+    with pytest.raises(AppError, match="is not an image that can be decoded"):
+        client.predict(handle_file(files["text_as_png"]), api_name="/reconstruct")
+    assert "Traceback" not in capfd.readouterr().err
+    refused = [r.getMessage() for r in caplog.records if r.name == "muse_demo" and r.getMessage().startswith("refused")]
+    assert len(refused) == 1 and "notes.png" in refused[0] and "\n" not in refused[0]
+
+
 def test_bad_text_and_numbers_get_errors(client: Client, files: dict[str, Path]) -> None:
     with pytest.raises(AppError, match="Please enter a prompt"):
         client.predict("   ", 2, 3.0, 0, api_name="/generate")
+    with pytest.raises(AppError, match="Please enter an edit instruction"):
+        client.predict(handle_file(files["photo"]), " ", 1, 1.0, 0, api_name="/edit")
     with pytest.raises(AppError, match="the limit is 500"):
         client.predict("x" * 501, 2, 3.0, 0, api_name="/generate")
     with pytest.raises(AppError, match="less than minimum value 1|Steps must be between 1"):

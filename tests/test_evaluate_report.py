@@ -157,6 +157,19 @@ def test_cli_reports_missing_pieces_with_reasons(tiny_config, shapes_dir: Path, 
         main(["--data", str(shapes_dir)])  # --model is required
 
 
+def test_cli_missing_or_unloadable_model_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A wrong --model used to end in a transformers traceback ("Repo id must be in the form ...")."""
+    assert main(["--model", str(tmp_path / "nope"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert "--model" in line and "does not exist" in line and "save_pretrained folder" in line
+    (tmp_path / "empty").mkdir()
+    assert main(["--model", str(tmp_path / "empty"), "--data", str(tmp_path)]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert "could not be loaded" in line and "empty" in line
+
+
 class _NameEmbedder:
     """One-hot on which class name a text contains (``dim`` = number of names)."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -820,10 +821,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from muse_hf import MuseImageProcessor, MuseTokenizerModel
     from muse_hf.objectives import StructuralTeacher, load_text_embedder
+    from muse_hf.training.arguments import is_hub_id
 
+    # A wrong path is a one-line error, not a traceback from inside transformers / datasets.
+    for flag, value, what in (
+        ("--model", args.model, "a save_pretrained folder of a MuseTokenizerModel (e.g. outputs/quickstart/model)"),
+        ("--data", args.data, "a dataset folder (e.g. outputs/data/shapes-64, built by `make quickstart`)"),
+    ):
+        if not Path(value).expanduser().exists() and not is_hub_id(value):
+            print(f"error: {flag} {value!r} does not exist and is not a Hub id (owner/name); pass {what}.",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = MuseTokenizerModel.from_pretrained(args.model).to(device)
-    image_processor = MuseImageProcessor.from_pretrained(args.model)
+    try:
+        model = MuseTokenizerModel.from_pretrained(args.model).to(device)
+        image_processor = MuseImageProcessor.from_pretrained(args.model)
+    except (OSError, ValueError) as err:
+        print(f"error: --model {args.model!r} could not be loaded: {err}", file=sys.stderr)
+        return 2
     text_embedder = load_text_embedder(args.text_embedder)
     teacher = StructuralTeacher.from_pretrained(args.teacher).to(device) if args.teacher else None
     result = evaluate_tokenizer(

@@ -450,7 +450,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ValueError as err:
                 errors.append(str(err))
-        raise ValueError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
+        # Name what is allowed ("is not a valid Optional" named nothing): the one alternative's own message, or
+        # every alternative.
+        nullable = f" ({key} may also be null)" if type(None) in args else ""
+        if len(errors) == 1:
+            raise ValueError(errors[0] + nullable)
+        options = " or ".join(_type_name(a) for a in args if a is not type(None))
+        raise ValueError(f"{key}: {value!r} is not a valid {options}{nullable}")
     if origin is Literal:
         if value is None and None in args:
             return None

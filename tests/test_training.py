@@ -109,6 +109,7 @@ def test_arguments_yaml_cli_and_stage_chaining(tmp_path: Path, shapes_dir: Path)
         ({"learnig_rate": 1e-3}, "did you mean 'learning_rate'"),
         ({"max_train_steps": "ten"}, "max_train_steps: expected an integer"),
         ({"mixed_precision": "fp8"}, r"mixed_precision: 'fp8' is not one of \['no', 'fp16', 'bf16'\]"),
+        ({"model_overrides": {"routnig": "shared"}}, r"'routnig' \(did you mean 'routing'\?\) for model_overrides"),
         ({"train_data": "/nonexistent/shapes"}, "does not exist"),
         ({"lr_scheduler": "cosine_forever"}, "lr_scheduler='cosine_forever' is unknown"),
         ({"model_preset": "muse-9b"}, "model_preset='muse-9b' is unknown"),

@@ -303,6 +303,8 @@ def test_compute_scaling_command_writes_the_tokenizer_config(assets: dict[str, P
         ({"train_transformer": "lora", "lora_rank": 0}, "lora_rank"),
         ({"tokenizer_name_or_path": None}, "tokenizer_name_or_path"),
         ({"train_transformer": "half"}, "train_transformer"),
+        ({"connector_config": {**TINY_CONNECTOR, "num_querys": 4}}, r"'num_querys' \(did you mean 'num_queries'\?\)"),
+        ({"transformer_config": {**TINY_DIT, "num_layer": 2}}, r"'num_layer' \(did you mean 'num_layers'\?\)"),
     ],
 )
 def test_arguments_reject_bad_values(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import math
 from typing import Any, ClassVar
 
 from huggingface_hub.dataclasses import strict
 from transformers import InternVLVisionConfig, PreTrainedConfig
+
+from ..validation import check_known_keys
 
 __all__ = ["MuseTokenizerConfig", "ROUTING_MODES", "PLACEMENTS", "PRESETS"]
 
@@ -468,15 +471,31 @@ class MuseTokenizerConfig(PreTrainedConfig):
         Unless overridden, ``topology_layers`` / ``semantic_layers`` follow the preset's rule ("all" blocks for
         ``tiny``/``small``, the last block for the paper presets) applied to the final ``num_synergistic_blocks``.
 
+        Unlike ``__init__`` (which keeps transformers' tolerance of unknown keys, so ``from_pretrained`` reads
+        configs written by other versions), a key that is not a field is refused with the closest field's name:
+        ``from_preset("tiny", routnig="shared")`` must not quietly build a decoupled model.
+
         Args:
             name: Preset name.
             **overrides: Any config field.
 
         Returns:
             The config.
+
+        Raises:
+            ValueError: an unknown preset, an unknown field (or ``vision_config`` key), or an invalid value.
         """
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        own = fields - {f.name for f in dataclasses.fields(PreTrainedConfig)}
+        check_known_keys(overrides, fields, f"{cls.__name__}.from_preset({name!r})", listed=own)
+        if isinstance(overrides.get("vision_config"), dict):
+            check_known_keys(
+                overrides["vision_config"],
+                {f.name for f in dataclasses.fields(InternVLVisionConfig)},
+                f"the vision_config of {cls.__name__}.from_preset({name!r}) (an InternVLVisionConfig)",
+            )
         values = copy.deepcopy(PRESETS[name])
         for key in ("vision_config", "decoder_config"):
             if key in overrides and isinstance(overrides[key], dict):

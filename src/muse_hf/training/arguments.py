@@ -21,7 +21,6 @@ key through :data:`TASK_REGISTRY` (the unified-model task registers itself the s
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import os
 import re
@@ -33,6 +32,9 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+
+from muse_hf.validation import check_known_keys
+from muse_hf.validation import unknown_key_message as _unknown_key_message
 
 __all__ = [
     "MuseTrainingArguments",
@@ -380,6 +382,14 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
                 raise ValueError(
                     f"model_preset={self.model_preset!r} is unknown; choose one of {sorted(PRESETS)}."
                 )
+        if self.model_overrides:  # refused here, before anything is built, with the closest field's name
+            from transformers import PreTrainedConfig
+
+            from muse_hf.models.configuration_muse import MuseTokenizerConfig
+
+            fields = {f.name for f in dataclasses.fields(MuseTokenizerConfig)}
+            own = fields - {f.name for f in dataclasses.fields(PreTrainedConfig)}
+            check_known_keys(self.model_overrides, fields, "model_overrides (fields of MuseTokenizerConfig)", own)
 
 
 @dataclass(frozen=True)
@@ -563,11 +573,6 @@ def parse_cli(argv: list[str]) -> tuple[str | None, dict[str, str], str | None]:
         else:
             overrides[key] = val
     return config, overrides, stage
-
-
-def _unknown_key_message(key: str, names: set[str]) -> str:
-    close = difflib.get_close_matches(key, names, n=1)
-    return f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def _check_override_keys(cls: type, overrides: dict[str, Any], stages: Any) -> None:

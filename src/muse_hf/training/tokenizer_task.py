@@ -24,6 +24,7 @@ Teachers and the text embedder run in eval mode under ``no_grad`` and are never 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from muse_hf.training.task import StepOutput, TrainingTask
+from muse_hf.validation import unknown_key_message
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -471,7 +473,10 @@ def _merge_config(config: Any, overrides: dict[str, Any]) -> None:
     """
     for key, value in overrides.items():
         if not hasattr(config, key):
-            raise ValueError(f"model_overrides.{key}: MuseTokenizerConfig has no field {key!r}.")
+            fields = [f.name for f in dataclasses.fields(config)]
+            raise ValueError(
+                f"model_overrides.{key}: MuseTokenizerConfig has no field {unknown_key_message(key, fields)}."
+            )
         current = getattr(config, key)
         if isinstance(value, dict) and isinstance(current, dict):
             setattr(config, key, {**current, **value})

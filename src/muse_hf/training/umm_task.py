@@ -210,6 +210,17 @@ class UMMTrainingArguments(MuseTrainingArguments):
         for name in ("eval_num_inference_steps", "eval_per_category"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        # A misspelt key must not be dropped or reach a constructor as an anonymous TypeError mid-run.
+        import inspect
+
+        from diffusers import SanaTransformer2DModel
+
+        from muse_hf.models.connector import MuseConnector
+        from muse_hf.validation import check_known_keys
+
+        for name, cls in (("connector_config", MuseConnector), ("transformer_config", SanaTransformer2DModel)):
+            params = set(inspect.signature(cls.__init__).parameters) - {"self"}
+            check_known_keys(getattr(self, name), params, f"{name} ({cls.__name__})")
 
 
 def _check_data_path(path: str, name: str, will_be_built: bool) -> None:

@@ -178,6 +178,34 @@ def test_rejects_non_images(proc: MuseImageProcessor, bad: object, needle: str) 
         proc(bad)
 
 
+def test_truncated_file_is_named_not_a_pil_oserror(proc: MuseImageProcessor, tmp_path) -> None:
+    """PIL.Image.open reads only the header; the broken pixel data used to surface as PIL's OSError."""
+    from muse_hf.validation import ImageDecodeError
+
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    image = PIL.Image.open(tmp_path / "cut.png")
+    with pytest.raises(ImageDecodeError, match=r"cut\.png.*truncated or corrupt"):
+        proc(image)
+    with pytest.raises(ValueError, match=r"cut\.png"):  # ImageDecodeError is the documented ValueError
+        proc.to_pil([image])
+
+
+def test_to_pil_reads_by_the_same_rules(proc: MuseImageProcessor) -> None:
+    grey16 = np.full((6, 5), 65535, np.uint16)  # 2-D, 16-bit: white
+    unit = torch.full((2, 3, 4, 4), 0.5)  # a batch of float tensors in [0, 1]
+    rgba = PIL.Image.new("RGBA", (3, 2), (255, 0, 0, 0))  # transparent: composited on white
+    images = proc.to_pil([grey16, unit, rgba])
+    assert [im.mode for im in images] == ["RGB"] * 4 and [im.size for im in images] == [(5, 6), (4, 4), (4, 4), (3, 2)]
+    assert images[0].getpixel((0, 0)) == (255, 255, 255) and images[1].getpixel((0, 0)) == (128, 128, 128)
+    assert images[3].getpixel((0, 0)) == (255, 255, 255)
+    rgb = _rgb_uint8(seed=1)
+    np.testing.assert_array_equal(np.asarray(proc.to_pil(rgb)[0]), rgb)  # 8-bit RGB round-trips exactly
+    with pytest.raises(ValueError, match="NaN"):
+        proc.to_pil(np.full((4, 4, 3), np.nan, np.float32))
+
+
 def test_postprocess_inverts_preprocess(proc: MuseImageProcessor) -> None:
     image = _rgb_uint8(seed=3)
     pv = proc(image)["pixel_values"]

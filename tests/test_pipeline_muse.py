@@ -213,11 +213,39 @@ def test_callback_on_step_end(pipe: MusePipeline) -> None:
         (dict(prompt="x", callback_on_step_end_tensor_inputs=["noise"]), "callback_on_step_end_tensor_inputs"),
         (dict(prompt=["a", "b", "c"], image=[scene(), scene()]), "2 images for 3 prompts"),
         (dict(prompt="x", num_images_per_prompt=2, generator=[gen(0)]), "generators"),
+        (dict(prompt="x", guidance_scale=float("nan")), "`guidance_scale` must be a finite number"),
+        (dict(prompt="x", guidance_scale="4.5"), "`guidance_scale` must be a finite number"),
+        (dict(prompt="x", image=np.full((SIZE, SIZE, 3), np.nan, np.float32)), "`image`: .*NaN"),
+        (dict(prompt="x", image=np.full((SIZE, SIZE, 3), 300, np.int32)), "`image`: .*0..255"),
+        (dict(prompt="x", image=[]), "`image`: .*empty list"),
     ],
 )
 def test_check_inputs_errors(pipe: MusePipeline, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         pipe(num_inference_steps=1, **kwargs)
+
+
+@pytest.mark.parametrize("steps", [0, -2, 1.5, True])
+def test_num_inference_steps_must_be_a_positive_int(pipe: MusePipeline, steps: object) -> None:
+    with pytest.raises(ValueError, match="`num_inference_steps` must be an int >= 1"):
+        pipe("x", num_inference_steps=steps)
+
+
+def test_edit_images_are_read_by_the_processors_rules(pipe: MusePipeline, tmp_path) -> None:
+    """uint16 and 2-D grey arrays (which the processor accepts) used to be refused by the pipeline."""
+    grey = PIL.Image.new("RGB", (SIZE, SIZE), (156, 156, 156))  # 40000 / 65535 * 255 = 155.6 -> 156
+
+    def edit(image: object) -> torch.Tensor:
+        return pipe("make it green", image=image, num_inference_steps=1, output_type="pt", generator=gen(3)).images
+
+    want = edit(grey)
+    torch.testing.assert_close(edit(np.full((SIZE, SIZE), 40000, np.uint16)), want, atol=0, rtol=0)
+    torch.testing.assert_close(edit(np.full((SIZE, SIZE), 156, np.uint8)), want, atol=0, rtol=0)
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"`image`: '.*cut\.png' could not be decoded.*truncated or corrupt"):
+        edit(PIL.Image.open(tmp_path / "cut.png"))
 
 
 # ---------------------------------------------------------------------- editing

@@ -46,6 +46,8 @@ from transformers.image_utils import (
 )
 from transformers.processing_utils import ImagesKwargs, Unpack
 
+from ..validation import load_image_pixels
+
 __all__ = ["MuseImageProcessor"]
 
 # PIL resampling filter -> torch.nn.functional.interpolate mode. Lanczos/Hamming have no torch counterpart and
@@ -152,6 +154,31 @@ class MuseImageProcessor(BaseImageProcessor):
             f"MuseImageProcessor cannot read an object of type {_describe(image)} as an image; pass a PIL.Image, "
             "a numpy array or a torch tensor (or a list of them)."
         )
+
+    def to_pil(self, images: Any, input_data_format: str | ChannelDimension | None = None) -> list[PIL.Image.Image]:
+        """Read ``images`` by this processor's rules (value range, channels, layout, batches) into RGB ``uint8``
+        PIL images at their own size, without resizing or normalising.
+
+        For callers that need images rather than ``pixel_values`` (the pipeline's reference images): whatever
+        ``__call__`` accepts is accepted here, and whatever it refuses is refused with the same message.
+
+        Args:
+            images: PIL / NumPy / torch image, a 4-D batch, or a (nested) list of them.
+            input_data_format: Force channels-first or channels-last reading of arrays.
+
+        Returns:
+            One RGB image per input image (8-bit; float inputs are rounded).
+
+        Raises:
+            ValueError: not an image (see :meth:`process_image`), or a truncated/corrupt file (naming it).
+        """
+        fmt = ChannelDimension(input_data_format) if input_data_format is not None else None
+        out = []
+        for item in _flatten_images(images):
+            rgb = self.process_image(item, do_convert_rgb=True, input_data_format=fmt)  # (3, H, W), 0..255
+            array = rgb.round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()  # (H, W, 3)
+            out.append(PIL.Image.fromarray(np.ascontiguousarray(array)))
+        return out
 
     def _preprocess(
         self,
@@ -414,6 +441,7 @@ def _pil_to_tensor(image: PIL.Image.Image, do_convert_rgb: bool) -> torch.Tensor
         raise ValueError(
             f"Got a zero-size image ({image.width}x{image.height}); images must be at least 1x1."
         )
+    load_image_pixels(image)  # a truncated file: an error naming it, not PIL's OSError from np.asarray below
     mode = image.mode
     if mode == "1":
         image, mode = image.convert("L"), "L"

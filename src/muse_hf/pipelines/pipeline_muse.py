@@ -25,6 +25,8 @@ sees the tokenizer's encoder, as the paper evaluates it.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +58,7 @@ logger = logging.get_logger(__name__)
 __all__ = ["MusePipeline", "MuseEditSession", "EditTurn", "register_with_diffusers"]
 
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+_IMAGE_READER = MuseImageProcessor()  # reads reference images by the processor's rules (no resizing)
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image]
 
@@ -181,37 +184,19 @@ class MusePipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ inputs
     @staticmethod
     def _to_pil_list(image: ImageInput | None) -> list[PIL.Image.Image] | None:
-        """PIL / list of PIL / ``(H,W,3)``/``(B,H,W,3)`` arrays in [0,1] / ``(3,H,W)``/``(B,3,H,W)`` tensors in [0,1]."""
+        """Reference image(s) -> RGB PIL images, by :class:`MuseImageProcessor`'s rules (``to_pil``).
+
+        Accepted: what the processor accepts - PIL images of any mode, NumPy arrays / torch tensors ``(H, W)``,
+        ``(H, W, C)`` / ``(C, H, W)`` or batches of them, ``uint8`` / ``uint16`` / ``bool`` / float in [0, 1] or
+        [0, 255], and lists of these. Refused with a ``ValueError`` naming ``image``: anything the processor
+        refuses (NaN/inf values, out-of-range values, no channel axis, an empty list, a truncated file).
+        """
         if image is None:
             return None
-        items = image if isinstance(image, (list, tuple)) else [image]
-        out: list[PIL.Image.Image] = []
-        for item in items:
-            if isinstance(item, PIL.Image.Image):
-                out.append(item.convert("RGB"))
-                continue
-            if isinstance(item, torch.Tensor):
-                arr = item.detach().float().cpu()
-                arr = arr[None] if arr.ndim == 3 else arr
-                if arr.ndim != 4 or arr.shape[1] != 3:
-                    raise ValueError(f"Image tensors must be (3, H, W) or (B, 3, H, W) in [0, 1]; got {tuple(item.shape)}.")
-                item = arr.permute(0, 2, 3, 1).numpy()
-            if isinstance(item, np.ndarray):
-                arr = item[None] if item.ndim == 3 else item
-                if arr.ndim != 4 or arr.shape[-1] != 3:
-                    raise ValueError(f"Image arrays must be (H, W, 3) or (B, H, W, 3); got {item.shape}.")
-                if arr.dtype != np.uint8:
-                    if arr.min() < 0 or arr.max() > 1:
-                        raise ValueError("Float image arrays/tensors must be in [0, 1].")
-                    arr = (arr * 255).round().astype(np.uint8)
-                out.extend(PIL.Image.fromarray(a) for a in arr)
-                continue
-            raise ValueError(
-                f"`image` must be a PIL.Image, a numpy array, a torch tensor or a list of them; got {type(item).__name__}."
-            )
-        if not out:
-            raise ValueError("`image` is an empty list; pass at least one image.")
-        return out
+        try:
+            return _IMAGE_READER.to_pil(image)
+        except ValueError as err:
+            raise ValueError(f"`image`: {err}") from err
 
     def check_inputs(
         self,
@@ -224,8 +209,29 @@ class MusePipeline(DiffusionPipeline):
         latents: torch.Tensor | None,
         output_type: str,
         callback_on_step_end_tensor_inputs: list[str] | None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        sigmas: list[float] | None = None,
     ) -> None:
-        """Validate the call; every problem raises ``ValueError`` naming the argument and the fix."""
+        """Validate the call; every problem raises ``ValueError`` naming the argument and the fix.
+
+        Reference ``images`` arrive already read by :meth:`_to_pil_list` (the image processor's rules).
+        """
+        if sigmas is None and num_inference_steps is not None and (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, numbers.Integral)
+            or num_inference_steps < 1
+        ):
+            raise ValueError(f"`num_inference_steps` must be an int >= 1, got {num_inference_steps!r}.")
+        if guidance_scale is not None and (
+            isinstance(guidance_scale, bool)
+            or not isinstance(guidance_scale, numbers.Real)
+            or not math.isfinite(guidance_scale)
+        ):
+            raise ValueError(
+                f"`guidance_scale` must be a finite number (<= 1 runs the conditional branch only), got "
+                f"{guidance_scale!r}."
+            )
         if not isinstance(prompts, list) or not prompts:
             raise ValueError("`prompt` must be a non-empty string or a non-empty list of strings.")
         bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
@@ -367,9 +373,10 @@ class MusePipeline(DiffusionPipeline):
 
         Args:
             prompt: prompt(s) or edit instruction(s).
-            image: reference image(s) for editing: one for all prompts or one per prompt (PIL, or arrays /
-                tensors in [0, 1]). The output then has the (first) input image's size unless ``height`` /
-                ``width`` are given.
+            image: reference image(s) for editing: one for all prompts or one per prompt; anything
+                :class:`MuseImageProcessor` accepts (PIL of any mode, arrays / tensors of any supported dtype and
+                layout, batches, lists), read by its rules. The output then has the (first) input image's size
+                unless ``height`` / ``width`` are given.
             negative_prompt: unconditional prompt(s) for guidance (default ``""``).
             num_inference_steps: denoising steps.
             guidance_scale: classifier-free guidance weight; ``<= 1`` runs only the conditional branch.
@@ -407,7 +414,7 @@ class MusePipeline(DiffusionPipeline):
         height = native_h if height is None else height
         width = native_w if width is None else width
         self.check_inputs(prompts, images, negative_prompt, height, width, num_images_per_prompt, latents,
-                          output_type, callback_on_step_end_tensor_inputs)
+                          output_type, callback_on_step_end_tensor_inputs, num_inference_steps, guidance_scale, sigmas)
         if images is not None and len(images) == 1 and len(prompts) > 1:
             images = images * len(prompts)
         self._guidance_scale = guidance_scale

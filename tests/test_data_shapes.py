@@ -264,3 +264,93 @@ def test_photo_check_set() -> None:
         photo_check_set(16, names=["not-a-photo"])
     with pytest.raises(ValueError, match="crops_per_photo"):
         photo_check_set(16, crops_per_photo=0)
+
+
+# ------------------------------------------------------------------------------------- plain scenes, held-out prompts
+def _geneval_prompt_set() -> set[str]:
+    from muse_hf.pipelines.geneval import geneval_prompts
+
+    return {p.prompt for seed in range(3) for size in (SIZE, 64) for p in geneval_prompts(size, 8, seed)}
+
+
+def test_plain_share_matches_the_scorer_and_never_uses_held_out_prompts(built: Path, tmp_path: Path) -> None:
+    from muse_hf.data.shapes import PLAIN_BACKGROUND, held_out_prompts, is_held_out
+
+    out = tmp_path / "plain"
+    build_shapes_dataset(out, num_train=80, num_val=16, image_size=SIZE, seed=7, max_shard_rows=40,
+                         plain_fraction=0.5)
+    from muse_hf.data.shapes import built_settings
+
+    assert built_settings(out)["plain_fraction"] == 0.5 and built_settings(built)["plain_fraction"] == 0.0
+    assert built_settings(tmp_path) is None
+    plain_rows = datasets.load_dataset(str(out), split="train")
+    for col in ("image", "mask", "source_image", "target_image"):
+        plain_rows = plain_rows.cast_column(col, datasets.Image(decode=False))
+    base = {r["index"]: r for r in datasets.load_dataset(str(built), split="train")
+            .cast_column("image", datasets.Image(decode=False))}
+    scored = _geneval_prompt_set()
+    held = held_out_prompts()
+    n_plain = 0
+    for r in plain_rows:
+        assert r["caption"] not in held and r["caption"] not in scored, r["caption"]
+        names = [f"{o['colour']} {o['shape']}" for o in r["objects"]]
+        is_plain = r["image"]["bytes"] != base[r["index"]]["image"]["bytes"]
+        if not is_plain:  # every other row is byte-identical to the build without plain scenes
+            assert r["caption"] == base[r["index"]]["caption"]
+            continue
+        n_plain += 1
+        assert r["background"] == "plain" and 1 <= len(names) <= 3 and not is_held_out(names)
+        assert all(o["texture"] == "plain" and o["size"] == "medium" for o in r["objects"])
+        assert len({o["shape"] for o in r["objects"]}) == len({o["colour"] for o in r["objects"]}) == len(names)
+        image, mask = _png(r["image"]), _png(r["mask"])
+        assert PLAIN_BACKGROUND.colours[0] == "white" and (image[mask == 0] == (236, 236, 230)).all()
+        assert r["instruction"] and r["target_image"] != r["source_image"]
+    assert 25 <= n_plain <= 55  # about half of 80
+    with pytest.raises(ValueError, match="plain_fraction"):
+        build_shapes_dataset(tmp_path / "bad", 4, 0, plain_fraction=1.5)
+
+
+def test_held_out_split_is_explicit_and_disjoint() -> None:
+    from muse_hf.data.shapes import (
+        HELD_OUT_FRACTION,
+        _non_geneval_caption,
+        held_out_contents,
+        held_out_prompts,
+        is_held_out,
+        make_caption,
+        make_sample,
+        sample_plain_scene,
+    )
+    from muse_hf.pipelines.geneval import geneval_prompts, parse_prompt
+
+    held = held_out_contents()
+    by_size = Counter(k.count("|") + 1 for k in held)
+    assert by_size == {1: 9, 2: 113, 3: 600}  # ceil(0.25 * 36 / 450 / 2400)
+    assert HELD_OUT_FRACTION == 0.25 and held == held_out_contents()  # deterministic, seed-independent
+    # Every scored prompt names a held-out set and is one of the held-out prompt strings.
+    for seed in range(3):
+        items = geneval_prompts(64, 8, seed)
+        assert {p.category for p in items} == {"single_object", "colors", "two_object", "color_attr", "counting",
+                                                "position"}
+        for p in items:
+            assert is_held_out([o.name for o in p.scene.objects]), p.prompt
+            assert p.prompt in held_out_prompts(), p.prompt
+            parsed = parse_prompt(p.prompt)  # the held-out strings are in the scorer's grammar
+            assert sorted(f"{s.colour} {s.shape}" for s in parsed.objects) == sorted(o.name for o in p.scene.objects)
+    # The training side never draws a held-out set.
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        _, text, scene = sample_plain_scene(rng, 64)
+        assert not is_held_out([o.name for o in scene.objects]) and text not in held_out_prompts()
+    # A regular sample whose drawn caption is a held-out prompt is recaptioned (and such samples do occur).
+    rephrased = 0
+    for i in range(400):
+        r = make_sample(i, "train", 7, SIZE, SceneOptions())
+        assert r["caption"] not in held_out_prompts()
+        sample_rng = np.random.default_rng([7, 0, i])
+        raw = make_caption(sample_scene(sample_rng, SIZE, SceneOptions()), sample_rng)
+        if raw in held_out_prompts():
+            rephrased += 1
+            assert r["caption"] != raw and r["caption"].startswith("there is ")
+    assert rephrased >= 1
+    assert _non_geneval_caption(sample_scene(np.random.default_rng(3), SIZE, SceneOptions(min_objects=2)))

@@ -18,20 +18,30 @@ striped, checkered, graded or noisy in muted colours. So attention-segmentation 
 
 Everything is drawn with NumPy from a per-sample ``numpy.random.Generator`` seeded with ``(seed, split, index)``, so
 the same seed gives byte-identical shards regardless of sharding.
+
+Optionally (``plain_fraction``) a share of the rows are GenEval-style *plain scenes* (:func:`sample_plain_scene`): the
+distribution the unified model's GenEval-style scorer (:mod:`muse_hf.pipelines.geneval`) draws its prompts from, with
+the scorer's phrasing. A fixed, hash-chosen quarter of those object sets is held out for scoring
+(:func:`held_out_contents`): the scorer's prompts use only them, training scenes never, and no training caption is a
+held-out prompt (:func:`held_out_prompts`).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import math
 import multiprocessing
+import re
 import shutil
 import struct
 import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +51,32 @@ import numpy as np
 __all__ = [
     "BACKGROUNDS",
     "COLOURS",
+    "HELD_OUT_FRACTION",
     "LABEL_NAMES",
+    "PLAIN_BACKGROUND",
+    "PLAIN_CATEGORIES",
+    "PLAIN_OPTIONS",
     "SHAPES",
     "SIZES",
     "TEXTURES",
     "ZERO_SHOT_TEMPLATES",
+    "Background",
     "Scene",
     "SceneObject",
     "build_shapes_dataset",
+    "built_settings",
+    "clear_relation",
+    "content_key",
+    "held_out_contents",
+    "held_out_prompts",
+    "is_held_out",
     "label_of",
     "main",
+    "plain_object",
+    "plain_prompt",
+    "plain_spots",
     "render_scene",
+    "sample_plain_scene",
     "sample_scene",
     "shapes_features",
     "zero_shot_prompts",
@@ -611,6 +636,162 @@ def make_edit(scene: Scene, rng: np.random.Generator, opts: SceneOptions) -> tup
     return "recolour", f"make the {o.name} {new}", replace(scene, objects=tuple(objs))
 
 
+# ------------------------------------------------------------------------------------- plain scenes and the held-out set
+#: The share of GenEval-style object sets held out for scoring (see :func:`held_out_contents`).
+HELD_OUT_FRACTION = 0.25
+#: GenEval's categories, as :func:`muse_hf.pipelines.geneval.geneval_prompts` draws them.
+PLAIN_CATEGORIES: tuple[str, ...] = ("single_object", "colors", "two_object", "color_attr", "counting", "position")
+#: The background of plain scenes and of the GenEval-style prompts' reference renders.
+PLAIN_BACKGROUND = Background("plain", ("white", "light grey"), 8.0, 0, 0)
+#: Scene options of plain scenes' edits (no texture, no occlusion, no same-colour neighbours).
+PLAIN_OPTIONS = SceneOptions(max_objects=3, texture_prob=0.0, textured_background_prob=0.0, same_colour_prob=0.0,
+                             occlusion_prob=0.0)
+_PLAIN_SALT = b"muse_hf geneval held-out v1"
+
+
+def content_key(names: Sequence[str]) -> str:
+    """What a GenEval-style prompt asks for, independent of phrasing and order: its sorted ``"colour shape"`` names."""
+    return "|".join(sorted(names))
+
+
+def _content_rank(key: str) -> bytes:
+    return hashlib.blake2b(key.encode(), digest_size=8, key=_PLAIN_SALT).digest()
+
+
+@lru_cache(maxsize=1)
+def held_out_contents() -> frozenset[str]:
+    """The object sets (:func:`content_key`) reserved for scoring: never drawn as plain training scenes.
+
+    GenEval-style prompts name 1-3 objects with distinct shapes and distinct colours. For each object count, all such
+    sets are ranked by a keyed BLAKE2b hash of their key and the first ``ceil(HELD_OUT_FRACTION * n)`` are held out
+    (9 of 36 single objects, 113 of 450 pairs, 600 of 2400 triples): deterministic, independent of any seed, and
+    every phrasing and order of a held-out set is held out with it.
+    """
+    held: set[str] = set()
+    for n in (1, 2, 3):
+        keys = {
+            content_key([f"{c} {s}" for c, s in zip(colours, shapes)])
+            for shapes in itertools.combinations(SHAPES, n)
+            for colours in itertools.permutations(COLOURS, n)
+        }
+        ranked = sorted(keys, key=_content_rank)
+        held.update(ranked[: math.ceil(HELD_OUT_FRACTION * len(ranked))])
+    return frozenset(held)
+
+
+def is_held_out(names: Sequence[str]) -> bool:
+    """Whether the object set ``names`` (``"colour shape"`` strings) is reserved for scoring."""
+    return content_key(names) in held_out_contents()
+
+
+def _plain_phrase(obj: SceneObject) -> str:
+    return f"{_article(obj.colour)} {obj.colour} {obj.shape}"
+
+
+def plain_prompt(category: str, objects: Sequence[SceneObject]) -> str:
+    """The GenEval-style prompt of ``category`` for ``objects`` (the scorer's phrasing).
+
+    ``single_object``: "a red circle"; ``colors``: "a photo of a green star"; ``two_object`` / ``color_attr`` /
+    ``counting``: "two objects on a white background: a red circle and a blue square" (three for three objects);
+    ``position``: "a blue square left of a red circle" (``objects[1]`` relative to ``objects[0]``).
+    """
+    if category in ("single_object", "colors"):
+        return _plain_phrase(objects[0]) if category == "single_object" else f"a photo of {_plain_phrase(objects[0])}"
+    if category == "position":
+        return f"{_plain_phrase(objects[1])} {_relation(objects[1], objects[0])} {_plain_phrase(objects[0])}"
+    if category not in PLAIN_CATEGORIES:
+        raise ValueError(f"unknown category {category!r}; expected one of {PLAIN_CATEGORIES}")
+    listing = ", ".join(_plain_phrase(o) for o in objects[:-1]) + f" and {_plain_phrase(objects[-1])}"
+    return f"{_NUMBER[len(objects)]} objects on a white background: {listing}"
+
+
+@lru_cache(maxsize=1)
+def held_out_prompts() -> frozenset[str]:
+    """Every GenEval-style prompt (:func:`plain_prompt`, any order and relation) of a held-out object set.
+
+    No training caption of :func:`build_shapes_dataset` is one of these strings.
+    """
+    texts: set[str] = set()
+    for key in held_out_contents():
+        names = key.split("|")
+        objs = [SceneObject(n.split()[1], n.split()[0], "plain", "medium", 0.0, 0.0, 1.0) for n in names]
+        for order in itertools.permutations(objs):
+            if len(order) == 1:
+                texts.update(plain_prompt(c, order) for c in ("single_object", "colors"))
+                continue
+            texts.add(plain_prompt("two_object", order))
+            if len(order) == 2:
+                a, b = order
+                texts.update(f"{_plain_phrase(b)} {rel} {_plain_phrase(a)}"
+                             for rel in ("left of", "right of", "above", "below"))
+    return frozenset(texts)
+
+
+def plain_spots(rng: np.random.Generator, n: int, size: int) -> list[tuple[float, float]]:
+    """``n`` well-separated centres for medium objects (GenEval-style scenes: no touching, no occlusion)."""
+    r = SIZES["medium"] * size
+    for _ in range(200):
+        pts = [(float(rng.uniform(r + 2, size - r - 2)), float(rng.uniform(r + 2, size - r - 2))) for _ in range(n)]
+        if all(math.hypot(a[0] - b[0], a[1] - b[1]) > 2 * r + 0.12 * size for a, b in itertools.combinations(pts, 2)):
+            return pts
+    raise RuntimeError("could not place objects")  # pragma: no cover - 200 tries always suffice for n <= 3
+
+
+def clear_relation(spots: Sequence[tuple[float, float]]) -> bool:
+    """Whether the first two centres have an unambiguous relation (one axis at least twice the other)."""
+    dx, dy = abs(spots[0][0] - spots[1][0]), abs(spots[0][1] - spots[1][1])
+    return max(dx, dy) >= 2.0 * min(dx, dy)
+
+
+def plain_object(shape: str, colour: str, cx: float, cy: float, size: int, size_name: str = "medium") -> SceneObject:
+    """A plain (untextured) object as the GenEval-style scenes draw it."""
+    return SceneObject(shape, colour, "plain", size_name, cx, cy, SIZES[size_name] * size)
+
+
+def sample_plain_scene(
+    rng: np.random.Generator,
+    size: int = 64,
+    category: str | None = None,
+    held_out: bool = False,
+    num_objects: int | None = None,
+) -> tuple[str, str, Scene]:
+    """Draw a GenEval-style scene and its prompt: 1-3 medium plain objects with distinct shapes and colours,
+    separated, on a white background.
+
+    Args:
+        rng: The only source of randomness.
+        size: Image side.
+        category: One of :data:`PLAIN_CATEGORIES`; ``None`` draws one uniformly.
+        held_out: Draw only held-out object sets (scoring) instead of only non-held-out ones (training).
+        num_objects: ``counting`` only: 2 or 3 objects (``None``: drawn).
+
+    Returns:
+        ``(category, prompt, scene)``.
+    """
+    if category is None:
+        category = _pick(rng, PLAIN_CATEGORIES)
+    if category not in PLAIN_CATEGORIES:
+        raise ValueError(f"unknown category {category!r}; expected one of {PLAIN_CATEGORIES}")
+    if category == "counting":
+        n = num_objects if num_objects is not None else 2 + int(rng.integers(2))
+        if n not in (2, 3):
+            raise ValueError(f"counting scenes have 2 or 3 objects; got num_objects={n}")
+    else:
+        n = 1 if category in ("single_object", "colors") else 2
+    for _ in range(1000):
+        shapes = rng.choice(SHAPES, size=n, replace=False)
+        colours = rng.choice(list(COLOURS), size=n, replace=False)
+        if is_held_out([f"{c} {s}" for s, c in zip(shapes, colours)]) == held_out:
+            break
+    else:  # pragma: no cover - a quarter of the sets are held out: 1000 draws never all miss
+        raise RuntimeError("could not draw an object set on the requested side of the held-out split")
+    spots = plain_spots(rng, n, size)
+    while category == "position" and not clear_relation(spots):  # the relation must be unambiguous
+        spots = plain_spots(rng, n, size)
+    objs = tuple(plain_object(str(s), str(c), x, y, size) for s, c, (x, y) in zip(shapes, colours, spots))
+    return category, plain_prompt(category, objs), Scene(size, PLAIN_BACKGROUND, objs)
+
+
 # ------------------------------------------------------------------------------------------------------------ dataset
 def shapes_features() -> datasets.Features:
     """The ``datasets.Features`` of the synthetic scenes."""
@@ -667,13 +848,37 @@ def _png(array: np.ndarray) -> bytes:
     )
 
 
-def make_sample(index: int, split: str, seed: int, image_size: int, options: SceneOptions) -> dict[str, Any]:
-    """Generate sample ``index`` of ``split`` (pure function of its arguments)."""
-    rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
-    scene = sample_scene(rng, image_size, options)
+def _non_geneval_caption(scene: Scene) -> str:
+    """A caption of ``scene`` that is never a GenEval-style prompt (used when the drawn one is a held-out prompt)."""
+    objs = scene.objects
+    if len(objs) == 1:
+        return f"there is {objs[0].phrase()} in the picture"
+    return f"{objs[0].phrase()} with " + _join([f"{o.phrase()} {_relation(o, objs[0])} it" for o in objs[1:]])
+
+
+def make_sample(
+    index: int, split: str, seed: int, image_size: int, options: SceneOptions, plain_fraction: float = 0.0
+) -> dict[str, Any]:
+    """Generate sample ``index`` of ``split`` (pure function of its arguments).
+
+    With probability ``plain_fraction`` (drawn from the sample's own stream, so the other samples do not change) the
+    sample is a GenEval-style plain scene (:func:`sample_plain_scene`, never a held-out object set) captioned with
+    its prompt, and its editing pair is drawn with :data:`PLAIN_OPTIONS`. A regular sample whose drawn caption is a
+    held-out GenEval-style prompt (a medium plain single object, "a red circle") is captioned
+    "there is a red circle in the picture" instead.
+    """
+    plain_rng = np.random.default_rng([seed, _SPLIT_CODE[split], index, 1])
+    if plain_fraction > 0 and plain_rng.random() < plain_fraction:
+        _, caption, scene = sample_plain_scene(plain_rng, image_size, held_out=False)
+        rng, options = plain_rng, PLAIN_OPTIONS
+    else:
+        rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
+        scene = sample_scene(rng, image_size, options)
+        caption = make_caption(scene, rng)
+        if caption in held_out_prompts():
+            caption = _non_geneval_caption(scene)
     background = _render_background(scene.background, image_size)
     image, mask = render_scene(scene, background)
-    caption = make_caption(scene, rng)
     edit_type, instruction, target_scene = make_edit(scene, rng, options)
     target, target_mask = render_scene(target_scene, background)
     image_png = _png(image)
@@ -694,11 +899,11 @@ def make_sample(index: int, split: str, seed: int, image_size: int, options: Sce
     }
 
 
-def _write_shard(job: tuple[str, int, int, int, int, SceneOptions, str]) -> int:
+def _write_shard(job: tuple[str, int, int, int, int, SceneOptions, str, float]) -> int:
     """Generate rows ``[lo, hi)`` of a split and write them as one parquet shard; returns the Arrow bytes."""
-    split, lo, hi, seed, image_size, opts, path = job
+    split, lo, hi, seed, image_size, opts, path, plain_fraction = job
     features = shapes_features()
-    rows = [make_sample(i, split, seed, image_size, opts) for i in range(lo, hi)]
+    rows = [make_sample(i, split, seed, image_size, opts, plain_fraction) for i in range(lo, hi)]
     table = datasets.Dataset.from_dict(
         {name: [r[name] for r in rows] for name in features}, features=features
     )
@@ -727,6 +932,7 @@ def build_shapes_dataset(
     options: SceneOptions | None = None,
     overwrite: bool = False,
     num_proc: int = 1,
+    plain_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """Write the synthetic scenes as parquet shards plus a ``README.md`` dataset card.
 
@@ -745,6 +951,11 @@ def build_shapes_dataset(
         options: Scene distribution knobs (:class:`SceneOptions`).
         overwrite: Replace an existing dataset in ``out_dir`` (otherwise an existing one is an error).
         num_proc: Worker processes (one shard per task); the output is identical for any value.
+        plain_fraction: Expected share of GenEval-style plain scenes (:func:`sample_plain_scene`: 1-3 plain medium
+            objects, separated, white background, captioned with the GenEval-style prompt, with their own editing
+            pairs), the distribution the unified model is scored on. Their object sets are never the held-out ones
+            (:func:`held_out_contents`), and no caption of any sample is a held-out prompt (:func:`held_out_prompts`).
+            0 keeps every other sample byte-identical to a build without plain scenes.
 
     Returns:
         Summary: ``{"out_dir", "splits": {split: {"num_examples", "files"}}, "seconds", "samples_per_second"}``.
@@ -761,6 +972,8 @@ def build_shapes_dataset(
         )
     if max_shard_rows < 1 or min_shards < 1:
         raise ValueError(f"max_shard_rows and min_shards must be >= 1; got {max_shard_rows}, {min_shards}")
+    if not 0.0 <= plain_fraction <= 1.0:
+        raise ValueError(f"plain_fraction must be in [0, 1]; got {plain_fraction}")
     out = Path(out_dir)
     data_dir = out / "data"
     if data_dir.exists() and any(data_dir.iterdir()):
@@ -781,7 +994,7 @@ def build_shapes_dataset(
         summary["splits"][split] = {"num_examples": n, "num_bytes": 0, "files": []}
         for k, (lo, hi) in enumerate(_shard_bounds(n, shards)):
             path = data_dir / f"{split}-{k:05d}-of-{shards:05d}.parquet"
-            jobs.append((split, lo, hi, seed, image_size, opts, str(path)))
+            jobs.append((split, lo, hi, seed, image_size, opts, str(path), float(plain_fraction)))
             summary["splits"][split]["files"].append(str(path.relative_to(out)))
     bars_were_disabled = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()  # one "Creating parquet" bar per shard is noise
@@ -797,11 +1010,23 @@ def build_shapes_dataset(
             datasets.enable_progress_bars()
     for job, nbytes in zip(jobs, sizes):
         summary["splits"][job[0]]["num_bytes"] += nbytes
-    _write_card(out, summary, features, image_size, seed, opts)
+    _write_card(out, summary, features, image_size, seed, opts, plain_fraction)
     seconds = time.perf_counter() - t0
     total = num_train + num_val
     summary.update(seconds=seconds, samples_per_second=total / max(seconds, 1e-9))
     return summary
+
+
+def built_settings(out_dir: str | Path) -> dict[str, Any] | None:
+    """The generation settings recorded in a built set's ``README.md`` (``None`` when it has none, e.g. another
+    dataset). Sets built before ``plain_fraction`` existed report ``plain_fraction`` 0."""
+    readme = Path(out_dir) / "README.md"
+    if not readme.is_file():
+        return None
+    found = re.search(r"^Generation settings: `(\{.*\})`\.$", readme.read_text(encoding="utf-8"), re.MULTILINE)
+    if found is None:
+        return None
+    return {"plain_fraction": 0.0, **json.loads(found.group(1))}
 
 
 def _write_card(
@@ -811,6 +1036,7 @@ def _write_card(
     image_size: int,
     seed: int,
     opts: SceneOptions,
+    plain_fraction: float = 0.0,
 ) -> None:
     """README.md with YAML front matter that ``datasets`` and the Hub understand."""
     import yaml
@@ -842,12 +1068,30 @@ def _write_card(
         "dataset_info": info_yaml,
     }
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
-    settings = json.dumps({"image_size": image_size, "seed": seed, **opts.__dict__}, sort_keys=True)
+    settings = json.dumps(
+        {"image_size": image_size, "seed": seed, **opts.__dict__, "plain_fraction": plain_fraction}, sort_keys=True
+    )
+    plain = (
+        f"""
+A share of about {plain_fraction:.0%} of the rows are GenEval-style plain scenes (the distribution the unified model is
+scored on): 1-3 plain medium objects with distinct shapes and colours, separated, on a white background, captioned
+with the scorer's own phrasing ("a red circle", "a photo of a green star", "two objects on a white background: a red
+circle and a blue square", "a blue square left of a red circle"), with editing pairs of the same kind. In these rows
+every object is medium, so `label` is the first-named object rather than the strictly largest.
+"""
+        if plain_fraction > 0
+        else ""
+    )
+    held = (
+        f"Held out for scoring: {HELD_OUT_FRACTION:.0%} of the GenEval-style object sets, chosen by a keyed hash "
+        "(`muse_hf.data.shapes.held_out_contents`), are never drawn as plain scenes, and no caption is one of their "
+        "prompts (`held_out_prompts`)."
+    )
     body = f"""
 # MUSE synthetic scenes
 
 Deterministic synthetic scenes generated by `muse_hf.data.build_shapes_dataset` (command:
-`muse-hf build-data --output_dir DIR --num_train N --num_val M --image_size S --seed K`). They let the MUSE tokenizer
+`muse-hf build-data --output_dir DIR --num_train N --num_val M --image_size S --seed K [--plain_fraction F]`). They let the MUSE tokenizer
 and unified model train and be measured on a CPU with no network.
 
 Generation settings: `{settings}`.
@@ -857,6 +1101,8 @@ Generation settings: `{settings}`.
 Each row is a {image_size}x{image_size} scene of 1-4 objects: {len(SHAPES)} shapes ({", ".join(SHAPES)}) x
 {len(COLOURS)} colours ({", ".join(COLOURS)}) x 3 sizes, plain or {", ".join(TEXTURES[1:])}, on plain, graded,
 striped, checkered or noisy backgrounds.
+{plain}
+{held}
 
 | column | content |
 |---|---|
@@ -901,6 +1147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min_shards", type=int, default=4)
     parser.add_argument("--min_objects", type=int, default=1)
     parser.add_argument("--max_objects", type=int, default=4)
+    parser.add_argument(
+        "--plain_fraction", type=float, default=0.0,
+        help="share of GenEval-style plain scenes (white background, plain separated objects, GenEval phrasing)",
+    )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in output_dir")
     parser.add_argument(
         "--num_proc", type=int, default=1, help="worker processes (output is identical for any value)"
@@ -917,6 +1167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options=SceneOptions(min_objects=args.min_objects, max_objects=args.max_objects),
         overwrite=args.overwrite,
         num_proc=args.num_proc,
+        plain_fraction=args.plain_fraction,
     )
     for split, info in summary["splits"].items():
         print(f"{split}: {info['num_examples']} samples in {len(info['files'])} shards")

@@ -29,6 +29,12 @@ outside the edited object (its pixels in either image, dilated by 2 px).
 Limits (stated, not hidden): touching same-colour objects merge into one component, and an occluded object can split
 in two; the GenEval-style prompt set below (:func:`geneval_prompts`) therefore draws separated objects, as GenEval's
 own prompts do. On such renders the detector is exact (tests check it); on the dataset's harder scenes it is not.
+
+Held-out prompts: :func:`geneval_prompts` names only the object sets of a fixed, hash-chosen held-out quarter
+(:func:`muse_hf.data.shapes.held_out_contents`); the synthetic training data never draws those sets as its
+GenEval-style plain scenes and no training caption is one of their prompts (:func:`muse_hf.data.shapes.held_out_prompts`),
+so the score measures generation of unseen compositions in a seen phrasing. Edit instructions
+(:func:`edit_set`) are drawn from the dataset's edit grammar on random scenes and are not held out.
 """
 
 from __future__ import annotations
@@ -49,12 +55,14 @@ from scipy import ndimage
 from ..data.shapes import _BG_PALETTE as BACKGROUND_PALETTE  # the renderer's muted background colours
 from ..data.shapes import (
     COLOURS,
+    PLAIN_CATEGORIES,
     SHAPES,
     SIZES,
     Background,
     Scene,
     SceneObject,
     render_scene,
+    sample_plain_scene,
 )
 from ..evaluation.metrics import PSNR_CAP_DB
 
@@ -592,66 +600,25 @@ class GenEvalPrompt:
     scene: Scene
 
 
-def _obj(shape: str, colour: str, cx: float, cy: float, size: int, size_name: str = "medium") -> SceneObject:
-    return SceneObject(shape, colour, "plain", size_name, cx, cy, SIZES[size_name] * size)
-
-
-def _spots(rng: np.random.Generator, n: int, size: int) -> list[tuple[float, float]]:
-    """``n`` well-separated centres for medium objects."""
-    r = SIZES["medium"] * size
-    for _ in range(200):
-        pts = [(float(rng.uniform(r + 2, size - r - 2)), float(rng.uniform(r + 2, size - r - 2))) for _ in range(n)]
-        if all(math.hypot(a[0] - b[0], a[1] - b[1]) > 2 * r + 0.12 * size for a, b in itertools.combinations(pts, 2)):
-            return pts
-    raise RuntimeError("could not place objects")  # pragma: no cover - 200 tries always suffice for n <= 3
-
-
-def _clear_relation(spots: list[tuple[float, float]]) -> bool:
-    dx, dy = abs(spots[0][0] - spots[1][0]), abs(spots[0][1] - spots[1][1])
-    return max(dx, dy) >= 2.0 * min(dx, dy)
-
-
 def geneval_prompts(size: int = 64, per_category: int = 8, seed: int = 0) -> list[GenEvalPrompt]:
     """A deterministic GenEval-style prompt set in the dataset's caption grammar, with reference scenes.
 
     Categories (GenEval's): ``single_object`` ("a red circle"), ``colors`` ("a photo of a green star"),
     ``two_object`` / ``color_attr`` ("two objects on a white background: a red circle and a blue square"),
     ``counting`` ("three objects on a white background: ..."), ``position`` ("a blue square left of a red circle").
+
+    Every prompt names a *held-out* object set (:func:`muse_hf.data.shapes.held_out_contents`): the training data
+    never draws these sets as plain scenes and never uses these prompts as captions, whatever ``seed`` is. The scenes
+    come from :func:`muse_hf.data.shapes.sample_plain_scene`, the generator of the training set's plain share, on
+    the held-out side of the split.
     """
     rng = np.random.default_rng([seed, size])
-    bg = Background("plain", ("white", "light grey"), 8.0, 0, 0)
     out: list[GenEvalPrompt] = []
-
-    def pick_objects(n: int, distinct_shapes: bool) -> list[tuple[str, str]]:
-        shapes = rng.choice(SHAPES, size=n, replace=not distinct_shapes)
-        colours = rng.choice(_COLOUR_NAMES, size=n, replace=False)
-        return [(str(s), str(c)) for s, c in zip(shapes, colours)]
-
-    def phrase(o: SceneObject) -> str:
-        return f"{'an' if o.colour[0] in 'aeiou' else 'a'} {o.colour} {o.shape}"
-
     for i in range(per_category):
-        for category in ("single_object", "colors"):
-            (s, c), = pick_objects(1, True)
-            (x, y), = _spots(rng, 1, size)
-            o = _obj(s, c, x, y, size)
-            text = phrase(o) if category == "single_object" else f"a photo of {phrase(o)}"
-            out.append(GenEvalPrompt(category, text, Scene(size, bg, (o,))))
-        for category in ("two_object", "color_attr"):
-            objs = [_obj(s, c, x, y, size) for (s, c), (x, y) in zip(pick_objects(2, True), _spots(rng, 2, size))]
-            text = f"two objects on a white background: {phrase(objs[0])} and {phrase(objs[1])}"
-            out.append(GenEvalPrompt(category, text, Scene(size, bg, tuple(objs))))
-        n = 2 + i % 2
-        objs = [_obj(s, c, x, y, size) for (s, c), (x, y) in zip(pick_objects(n, True), _spots(rng, n, size))]
-        listing = ", ".join(phrase(o) for o in objs[:-1]) + f" and {phrase(objs[-1])}"
-        out.append(GenEvalPrompt("counting", f"{['', '', 'two', 'three'][n]} objects on a white background: {listing}",
-                                 Scene(size, bg, tuple(objs))))
-        spots = _spots(rng, 2, size)
-        while not _clear_relation(spots):  # GenEval-style: the relation must be unambiguous
-            spots = _spots(rng, 2, size)
-        objs = [_obj(s, c, x, y, size) for (s, c), (x, y) in zip(pick_objects(2, True), spots)]
-        out.append(GenEvalPrompt("position", f"{phrase(objs[1])} {relation(objs[1], objs[0])} {phrase(objs[0])}",
-                                 Scene(size, bg, tuple(objs))))
+        for category in PLAIN_CATEGORIES:
+            n = 2 + i % 2 if category == "counting" else None
+            _, text, scene = sample_plain_scene(rng, size, category, held_out=True, num_objects=n)
+            out.append(GenEvalPrompt(category, text, scene))
     return out
 
 

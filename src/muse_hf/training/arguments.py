@@ -112,6 +112,10 @@ class MuseTrainingArguments:
     synthetic_num_train: int = 4000
     synthetic_num_val: int = 256
     synthetic_seed: int = 0
+    synthetic_plain_fraction: float = 0.0
+    """Share of GenEval-style plain scenes in a synthetic set built here (``build_shapes_dataset(plain_fraction=)``:
+    white background, plain separated objects, the scorer's phrasing, never a held-out prompt). 0 for the tokenizer;
+    the unified model's configs set it so that its data match what it is scored on."""
     resolution: int = 64
     shuffle_buffer_size: int = 1000
     """``datasets`` shuffle buffer (0: stream order). Resume never repeats samples; with a buffer, the samples
@@ -228,6 +232,8 @@ class MuseTrainingArguments:
             )
 
         # data
+        if not 0.0 <= self.synthetic_plain_fraction <= 1.0:
+            raise ValueError(f"synthetic_plain_fraction must be in [0, 1], got {self.synthetic_plain_fraction}.")
         if self.train_data is None:
             raise ValueError(
                 "train_data is not set: give a local dataset folder or a Hub dataset id (--train_data)."

@@ -192,7 +192,18 @@ def _prepare_output_dir(args: MuseTrainingArguments, accelerator: Any) -> None:
 
 
 def _maybe_build_data(args: MuseTrainingArguments, accelerator: Any) -> None:
-    if not args.build_synthetic_data or args.train_data is None or Path(args.train_data).exists():
+    if not args.build_synthetic_data or args.train_data is None:
+        return
+    if Path(args.train_data).exists():
+        from muse_hf.data.shapes import built_settings
+
+        built = (built_settings(args.train_data) or {}).get("plain_fraction", 0.0)
+        if accelerator.is_main_process and built != args.synthetic_plain_fraction:
+            logger.warning(
+                "%s was built with plain_fraction=%s but this stage asks for synthetic_plain_fraction=%s; the existing "
+                "set is used as it is. Point train_data at a new folder to build one with the requested share.",
+                args.train_data, built, args.synthetic_plain_fraction,
+            )  # fmt: skip
         return
     if accelerator.is_main_process:
         from muse_hf.data import build_shapes_dataset
@@ -204,6 +215,7 @@ def _maybe_build_data(args: MuseTrainingArguments, accelerator: Any) -> None:
             num_val=args.synthetic_num_val,
             image_size=args.resolution,
             seed=args.synthetic_seed,
+            plain_fraction=args.synthetic_plain_fraction,
         )
     accelerator.wait_for_everyone()
 

@@ -9,7 +9,8 @@
 5. the unified model (:func:`run_umm_quickstart`): measure the tokenizer's latent ``scaling_factor`` /
    ``shift_factor`` on the data and store them in ``<out>/model/config.json``; train the tiny UMM (that
    tokenizer + the packaged MiniLM text encoder + a tiny SANA DiT) through ``configs/umm/tiny.yaml``
-   (``<out>/train_umm/stage{1,2,3}``); ``save_pretrained`` it to ``<out>/pipeline``; generate and edit a few
+   (``<out>/train_umm/stage{1,2,3}``) on its own scenes set with a GenEval-style plain share (``<out>/data_umm``)
+   and its cached latents / text states (``<out>/data_umm/.muse_cache``); ``save_pretrained`` it to ``<out>/pipeline``; generate and edit a few
    images (``umm_generations.png``, ``umm_edits.png``) and score it with the GenEval-style check
    (``pipeline/metrics.json``, a section of ``report.md``);
 6. write ``<out>/quickstart_summary.json``.
@@ -417,7 +418,9 @@ def run_umm_quickstart(
         output_dir: the quickstart folder (``train_umm/``, ``pipeline/``, ``umm_*.png``, ``umm_geneval.json``, and a
             section appended to ``report.md``).
         tokenizer_dir: the trained tokenizer folder; its ``config.json`` receives ``scaling_factor``/``shift_factor``.
-        data_dir: the synthetic scenes (captions + editing pairs).
+        data_dir: the synthetic scenes (captions + editing pairs); the latent scaling is measured on them, and the UMM
+            trains on them unless its config asks for a GenEval-style plain share (``synthetic_plain_fraction``), in
+            which case it builds its own set in ``<output_dir>/data_umm``.
         config: UMM curriculum (default ``configs/umm/tiny.yaml``).
         overrides: extra argument overrides (e.g. ``{"stages.stage2.max_train_steps": 5}`` for a smoke run).
         scaling_batches: batches of 32 images measured for the latent scaling.
@@ -442,17 +445,18 @@ def run_umm_quickstart(
     )
     timings["latent_scaling_s"] = time.perf_counter() - t0
 
-    stages = load_stage_arguments(
-        config_path,
-        {
-            "output_dir": str(out / "train_umm"),
-            "train_data": str(data_dir),
-            "tokenizer_name_or_path": str(tokenizer_dir),
-            "build_synthetic_data": "true",
-            "resume_from_checkpoint": "latest",
-            **(overrides or {}),
-        },
-    )
+    values = {
+        "output_dir": str(out / "train_umm"),
+        "train_data": str(data_dir),
+        "tokenizer_name_or_path": str(tokenizer_dir),
+        "build_synthetic_data": "true",
+        "resume_from_checkpoint": "latest",
+    }
+    stages = load_stage_arguments(config_path, {**values, **(overrides or {})})
+    if stages[0].synthetic_plain_fraction > 0 and "train_data" not in (overrides or {}):
+        # The tokenizer's scenes have no GenEval-style plain share: the UMM builds its own set with the config's.
+        values["train_data"] = str(out / "data_umm")
+        stages = load_stage_arguments(config_path, {**values, **(overrides or {})})
     t0 = time.perf_counter()
     results = run_stages(stages)
     timings["train_s"] = time.perf_counter() - t0

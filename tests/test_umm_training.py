@@ -303,6 +303,7 @@ def test_compute_scaling_command_writes_the_tokenizer_config(assets: dict[str, P
         ({"train_transformer": "lora", "lora_rank": 0}, "lora_rank"),
         ({"tokenizer_name_or_path": None}, "tokenizer_name_or_path"),
         ({"train_transformer": "half"}, "train_transformer"),
+        ({"synthetic_plain_fraction": 1.5}, "synthetic_plain_fraction"),
         ({"connector_config": {**TINY_CONNECTOR, "num_querys": 4}}, r"'num_querys' \(did you mean 'num_queries'\?\)"),
         ({"transformer_config": {**TINY_DIT, "num_layer": 2}}, r"'num_layer' \(did you mean 'num_layers'\?\)"),
     ],
@@ -329,6 +330,7 @@ def test_configs_parse_with_the_paper_stage_structure() -> None:
     assert [a.train_transformer for a in tiny] == ["none", "full", "lora"]
     assert tiny[0].edit_ratio == 0.0 and tiny[1].edit_ratio > 0 and tiny[2].init_from == tiny[1].output_dir
     assert sum(a.max_train_steps for a in tiny) <= 300  # the quickstart's CPU budget
+    assert all(a.cache_latents and 0 < a.synthetic_plain_fraction < 1 for a in tiny)  # cached, GenEval-style share
     for size, dit in (("1b", "Sana_600M"), ("3b", "Sana_1600M")):
         stages = [load_stage_arguments(REPO / f"configs/umm/muse-{size}/stage{i}.yaml", validate=False)[0]
                   for i in (1, 2, 3)]  # fmt: skip

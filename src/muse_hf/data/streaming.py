@@ -45,7 +45,6 @@ import logging
 import os
 import struct
 import warnings
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,18 +57,24 @@ from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, get_worker_info
 
 from muse_hf.models.image_processing_muse import MuseImageProcessor
+from muse_hf.validation import IMAGE_DECODE_ERRORS
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "SHAPE_SUFFIX",
     "SKIP_REASONS",
     "ImageTextStream",
     "SkipSample",
     "StreamingDataLoader",
+    "TensorRowStream",
+    "TensorShardWriter",
     "collate_samples",
     "decode_image",
     "load_edit_stream",
     "load_image_text_stream",
+    "load_tensor_stream",
     "make_dataloader",
+    "write_tensor_shard",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +93,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "bad_mask",  # the mask cannot be decoded
     "missing_caption",  # caption absent / empty / whitespace (image-text streams)
     "missing_instruction",  # instruction absent / empty (edit streams)
+    "bad_tensor_row",  # a stored tensor's bytes do not match its stored shape (tensor streams, e.g. cached latents)
 )
 
 IMAGE_COLUMNS = ("image", "jpg", "jpeg", "png", "webp", "img", "image.jpg", "image.png")
@@ -187,15 +193,7 @@ def decode_image(
             image = PIL.Image.open(io.BytesIO(data))  # lazy: reads the header only
         except PIL.Image.DecompressionBombError:
             raise SkipSample("too_large") from None
-        except (
-            PIL.UnidentifiedImageError,
-            OSError,
-            SyntaxError,
-            ValueError,
-            EOFError,
-            struct.error,
-            TypeError,
-        ):
+        except (*IMAGE_DECODE_ERRORS, TypeError):  # the rules muse_hf.validation shares with the processor/app
             raise SkipSample("undecodable") from None
         _check_size(image, max_pixels)
         if draft_size is not None and image.format == "JPEG":
@@ -204,16 +202,7 @@ def decode_image(
             image.load()
         except PIL.Image.DecompressionBombError:
             raise SkipSample("too_large") from None
-        except (
-            OSError,
-            SyntaxError,
-            ValueError,
-            EOFError,
-            struct.error,
-            zlib.error,
-            MemoryError,
-            IndexError,
-        ):
+        except (*IMAGE_DECODE_ERRORS, MemoryError):
             raise SkipSample("truncated") from None
     return image
 
@@ -742,9 +731,187 @@ def load_edit_stream(
     )
 
 
+# ------------------------------------------------------------------------------------------------ stored tensors
+#: Suffix of the column that holds a tensor column's shape in :func:`write_tensor_shard` files.
+SHAPE_SUFFIX = "_shape"
+
+
+class TensorShardWriter:
+    """Write rows of float32 tensors (and text) as one parquet file that :func:`load_tensor_stream` reads.
+
+    Each tensor column ``name`` becomes two columns: ``name`` (the raw little-endian float32 bytes) and
+    ``name_shape`` (its shape), so tensors of different lengths (e.g. unpadded token states) share a column. Rows are
+    written in row groups as they come (:meth:`write`), to a temporary name that :meth:`close` renames to ``path``,
+    so an interrupted writer never leaves a half-written shard under ``path``. Use it as a context manager.
+
+    Args:
+        path: the ``.parquet`` file to write.
+        tensor_columns: the row keys holding tensors; the other keys hold ``str`` / ``int`` values.
+        text_columns: the string columns, used for the schema of a shard that receives no row (all its source
+            samples were skipped).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, tensor_columns: Sequence[str], text_columns: Sequence[str] = ()
+    ) -> None:
+        self.path = Path(path)
+        self.tensor_columns = tuple(tensor_columns)
+        self.text_columns = tuple(text_columns)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._writer: Any = None
+        self.num_rows = 0
+
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append ``rows`` (one row group)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not rows:
+            return
+        columns: dict[str, Any] = {}
+        for key in rows[0]:
+            values = [r[key] for r in rows]
+            if key in self.tensor_columns:
+                arrays = [v.detach().to("cpu", torch.float32).contiguous().numpy() for v in values]
+                columns[key] = pa.array([a.astype("<f4", copy=False).tobytes() for a in arrays], pa.binary())
+                columns[key + SHAPE_SUFFIX] = pa.array([list(a.shape) for a in arrays], pa.list_(pa.int32()))
+            else:
+                columns[key] = pa.array(values)
+        table = pa.table(columns)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, table.schema)
+        self._writer.write_table(table)
+        self.num_rows += len(rows)
+
+    def close(self) -> int:
+        """Finish the file and move it to ``path``; returns the number of rows written."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._writer is None:  # no row: an empty shard with the declared columns
+            fields = [f for c in self.tensor_columns
+                      for f in (pa.field(c, pa.binary()), pa.field(c + SHAPE_SUFFIX, pa.list_(pa.int32())))]
+            fields += [pa.field(c, pa.string()) for c in self.text_columns]
+            self._writer = pq.ParquetWriter(self._tmp, pa.schema(fields))
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+        return self.num_rows
+
+    def abort(self) -> None:
+        """Drop the temporary file (after an error)."""
+        if self._writer is not None:
+            self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> TensorShardWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_tensor_shard(
+    path: str | os.PathLike,
+    rows: Sequence[Mapping[str, Any]],
+    tensor_columns: Sequence[str],
+    text_columns: Sequence[str] = (),
+) -> int:
+    """Write ``rows`` with one :class:`TensorShardWriter`; returns the number of rows written."""
+    with TensorShardWriter(path, tensor_columns, text_columns) as writer:
+        writer.write(rows)
+    return writer.num_rows
+
+
+class TensorRowStream(ImageTextStream):
+    """An :class:`ImageTextStream` over rows of stored tensors (:func:`write_tensor_shard`) instead of images.
+
+    Shuffling, epochs, per-process splitting, DataLoader workers, skip counting and exact resume are the image
+    streams' own. A row whose stored bytes do not match its stored shape is skipped and counted as ``bad_tensor_row``;
+    an empty text is skipped as ``missing_caption`` / ``missing_instruction``.
+    """
+
+    def __init__(
+        self,
+        hf_dataset: datasets.IterableDataset,
+        tensor_roles: Mapping[str, str],
+        text_roles: Mapping[str, str],
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(hf_dataset, MuseImageProcessor(), {}, text_roles, shuffle_buffer=shuffle_buffer, seed=seed)
+        self.tensor_roles = dict(tensor_roles)
+
+    def _process(self, ex: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for role, col in self.text_roles.items():
+            text = _extract_text(ex.get(col))
+            if not text:
+                raise SkipSample(f"missing_{role}" if f"missing_{role}" in SKIP_REASONS else "missing_caption")
+            out[role] = text
+        for role, col in self.tensor_roles.items():
+            data, shape = ex.get(col), ex.get(col + SHAPE_SUFFIX)
+            if data is None or shape is None or len(data) != 4 * int(np.prod(shape, dtype=np.int64)):
+                raise SkipSample("bad_tensor_row")
+            out[role] = torch.from_numpy(np.frombuffer(data, dtype="<f4").reshape([int(s) for s in shape]).copy())
+        return out
+
+    def __repr__(self) -> str:
+        return f"TensorRowStream(tensors={self.tensor_roles}, texts={self.text_roles}, num_shards={self.num_shards})"
+
+
+def load_tensor_stream(
+    files: Sequence[str | os.PathLike],
+    tensor_columns: Sequence[str],
+    text_columns: Sequence[str] = (),
+    *,
+    split: str = "train",
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    process_index: int | None = None,
+    num_processes: int | None = None,
+    accelerator: Any = None,
+) -> TensorRowStream:
+    """Stream the rows of :func:`write_tensor_shard` files (e.g. cached latents) like an image stream.
+
+    Args:
+        files: the parquet shards, in order (one ``datasets`` shard each: workers and processes split by file).
+        tensor_columns: tensor columns to decode (``torch.float32`` tensors of the stored shapes).
+        text_columns: text columns to pass through (an empty one skips the row).
+        split: the split name given to ``datasets``.
+        shuffle_buffer / seed / process_index / num_processes / accelerator: as :func:`load_image_text_stream`.
+
+    Returns:
+        A :class:`TensorRowStream`; batch it with :func:`make_dataloader` (equal shapes are stacked, unequal ones
+        stay a list of tensors).
+    """
+    if not files:
+        raise ValueError("load_tensor_stream needs at least one shard file.")
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise ValueError(f"tensor shards not found: {missing}")
+    ds = datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split, streaming=True)
+    columns = [*tensor_columns, *(c + SHAPE_SUFFIX for c in tensor_columns), *text_columns]
+
+    def resolve(features: datasets.Features | None, names: Sequence[str]) -> dict[str, str | None]:
+        absent = [c for c in columns if names and c not in names]
+        if absent:
+            raise ValueError(f"the tensor shards lack columns {absent}; they have {list(names)}")
+        return {c: c for c in columns}
+
+    hf, _ = _prepare(ds, split, None, {}, (), (), process_index, num_processes, accelerator, resolve)
+    return TensorRowStream(
+        hf, {c: c for c in tensor_columns}, {c: c for c in text_columns}, shuffle_buffer=shuffle_buffer, seed=seed
+    )
+
+
 # ------------------------------------------------------------------------------------------------------ batching
 def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Batch stream samples: tensors are stacked ``(B, ...)``, ints become a long tensor, the rest lists.
+    """Batch stream samples: tensors are stacked ``(B, ...)`` (a list when their shapes differ, e.g. unpadded token
+    states), ints become a long tensor, the rest lists.
 
     Meta / end-of-stream records of :class:`ImageTextStream` (when batched by :class:`StreamingDataLoader`) are
     collected under ``"_meta"`` and excluded from the batch.
@@ -759,7 +926,8 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             values = [s[key] for s in real]
             first = values[0]
             if isinstance(first, torch.Tensor):
-                batch[key] = torch.stack(values)  # (B, ...)
+                same = all(v.shape == first.shape for v in values)
+                batch[key] = torch.stack(values) if same else values  # (B, ...) or B tensors
             elif isinstance(first, (bool, np.bool_)) or not isinstance(first, (int, np.integer)):
                 batch[key] = values
             else:

@@ -23,6 +23,10 @@ Batches mix generation and editing at a fixed ratio inside every batch (``round(
 samples from the editing stream, the rest from the image-caption stream), so every step reaches the same
 parameters (DDP needs no ``find_unused_parameters``) and the mixture's position resumes exactly.
 
+With ``cache_latents: true`` (text condition encoders) the frozen tokenizer and text encoder run once per sample,
+before training, and the steps read their stored outputs (:mod:`muse_hf.training.umm_cache`): the same batches, noise
+and losses as the uncached run, without decoding images or running either frozen model.
+
 Every stage saves a complete :class:`~muse_hf.pipelines.MusePipeline` (``MusePipeline.from_pretrained(out)``);
 a LoRA stage also saves its adapter the peft way (``<out>/transformer_lora``: ``adapter_config.json`` +
 ``adapter_model.safetensors``, base = the ``init_from`` pipeline's transformer) and the pipeline with the
@@ -146,6 +150,16 @@ class UMMTrainingArguments(MuseTrainingArguments):
     target_column: str | None = None
     instruction_column: str | None = None
 
+    # --- cached inputs (diffusers' --cache_latents) ---
+    cache_latents: bool = False
+    """Encode every training image once with the frozen tokenizer and every caption / instruction once with the
+    frozen text encoder, store them beside the data (``<data>/.muse_cache/<key>/``, keyed by both models' configs and
+    weights) and train from the stored tensors (:mod:`muse_hf.training.umm_cache`). Text condition encoders only."""
+    cache_dir: str | None = None
+    """Where the cache keys live instead of ``<data>/.muse_cache`` (needed for data that is not a local folder)."""
+    cache_batch_size: int = 64
+    """Images per encoding batch while building the cache."""
+
     # --- final evaluation ---
     evaluate_at_end: bool = False
     """Score the saved pipeline with the GenEval-style check on the synthetic scenes (``metrics.json``)."""
@@ -207,9 +221,18 @@ class UMMTrainingArguments(MuseTrainingArguments):
             )
         elif self.init_from not in produced_by_earlier_stage:
             _check_model_path(self.init_from, "init_from", "model_index.json", produced_by_earlier_stage)
-        for name in ("eval_num_inference_steps", "eval_per_category"):
+        for name in ("eval_num_inference_steps", "eval_per_category", "cache_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.cache_latents and self.cache_dir is None:
+            for data, used in ((self.train_data, self.edit_ratio < 1.0),
+                               (self.edit_data or self.train_data, self.edit_ratio > 0.0)):  # fmt: skip
+                local = data is not None and (Path(data).expanduser().exists() or self.build_synthetic_data)
+                if used and not local:
+                    raise ValueError(
+                        f"cache_latents stores the cache beside the data, but {data!r} is not a local folder. Set "
+                        "cache_dir, and download the data first (the cache is built from local shards)."
+                    )
         # A misspelt key must not be dropped or reach a constructor as an anonymous TypeError mid-run.
         import inspect
 
@@ -358,9 +381,14 @@ class UMMTrainModule(nn.Module):
             return cond, uncond
         with torch.no_grad():
             cond = enc.encode(prompts)
-            if self._text_uncond is None:
-                self._text_uncond = enc.encode([""])
-        return cond, self._text_uncond
+        return cond, self.unconditional()
+
+    def unconditional(self) -> MuseCondition:
+        """The empty prompt's condition (text path), encoded once."""
+        if self._text_uncond is None:
+            with torch.no_grad():
+                self._text_uncond = self.condition_encoder.encode([""])
+        return self._text_uncond
 
     def forward(
         self,
@@ -371,9 +399,10 @@ class UMMTrainModule(nn.Module):
         """Flow-matching losses of a generation part and/or an editing part of one batch.
 
         Args:
-            gen: ``{"latents": (Bg, c, h, w) normalised target latents, "prompts": list[str]}``.
+            gen: ``{"latents": (Bg, c, h, w) normalised target latents, "prompts": list[str]}``, or with
+                ``"condition"`` (a ``MuseCondition`` from the cache) instead of encoding ``prompts`` (text path).
             edit: ``{"latents": (Be, c, h, w), "prompts": instructions, "reference_latents": (Be, c, h, w) | None,
-                "images": reference PIL images | None (InternVL path)}``.
+                "images": reference PIL images | None (InternVL path)}``, optionally with ``"condition"``.
             generator: RNG for dropout, timesteps and noise.
 
         Returns:
@@ -385,8 +414,11 @@ class UMMTrainModule(nn.Module):
         for name, part in (("gen", gen), ("edit", edit)):
             if part is None:
                 continue
-            images = part.get("images") if self.queries_in_encoder else None
-            cond, uncond = self.encode(list(part["prompts"]), images)
+            if part.get("condition") is not None and not self.queries_in_encoder:
+                cond, uncond = part["condition"], self.unconditional()  # cached token states
+            else:
+                images = part.get("images") if self.queries_in_encoder else None
+                cond, uncond = self.encode(list(part["prompts"]), images)
             ref = part.get("reference_latents")
             if ref is not None:
                 cond = MuseCondition(cond.hidden_states, cond.attention_mask, cond.query_states, ref)
@@ -579,6 +611,12 @@ class UMMTask(TrainingTask):
                 "patch size)."
             )
         self.condition_encoder = build_condition_encoder(self.mllm, self.processor, self.image_processor)
+        if a.cache_latents and self.condition_encoder.supports_images:
+            raise ValueError(
+                "cache_latents needs a text condition encoder: with an image-aware mllm (InternVL) the learnable "
+                "queries pass through the frozen LLM, so the condition changes with every step and cannot be cached. "
+                "Set cache_latents: false for this mllm."
+            )
         connector = parts["connector"]
         if (
             a.edit_ratio > 0
@@ -632,6 +670,8 @@ class UMMTask(TrainingTask):
         n_edit = round(a.edit_ratio * a.train_batch_size)
         n_gen = a.train_batch_size - n_edit
         pin = accelerator.device.type == "cuda"
+        if a.cache_latents:
+            return self._cached_stream(accelerator, n_gen, n_edit, pin)
         gen = edit = None
         if n_gen > 0:
             stream = load_image_text_stream(
@@ -651,6 +691,54 @@ class UMMTask(TrainingTask):
                                                  pin_memory=pin))  # fmt: skip
         return MixtureStream(gen, edit)
 
+    def prepare_cache(self, accelerator: Accelerator, parts: Sequence[str] = ("gen", "edit")) -> dict[str, Any]:
+        """Build (or check and reuse) the cached inputs of ``parts`` (see :mod:`muse_hf.training.umm_cache`).
+
+        Returns:
+            ``{part: CachedPart}``.
+        """
+        from muse_hf.training.umm_cache import cache_key, default_cache_root, prepare_cached_part
+
+        a = self.args
+        key = cache_key(self.vae, self.condition_encoder, self.image_processor)
+        sources = {
+            "gen": (a.train_data, a.train_split, {"image": a.image_column, "caption": a.caption_column}),
+            "edit": (a.edit_data or a.train_data, a.edit_split or a.train_split,
+                     {"source": a.source_column, "target": a.target_column, "instruction": a.instruction_column}),
+        }  # fmt: skip
+        built = {}
+        for name in parts:
+            data, split, columns = sources[name]
+            root = (Path(a.cache_dir) if a.cache_dir is not None else default_cache_root(data)) / key
+            built[name] = prepare_cached_part(
+                name, root=root, source=data, split=split, columns=columns, image_processor=self.image_processor,
+                encode_latents=self._encode_latents, encode_text=self.condition_encoder.encode,
+                batch_size=a.cache_batch_size, process_index=int(accelerator.process_index),
+                num_processes=int(accelerator.num_processes), barrier=accelerator.wait_for_everyone,
+            )  # fmt: skip
+        return built
+
+    def _cached_stream(self, accelerator: Accelerator, n_gen: int, n_edit: int, pin: bool) -> MixtureStream:
+        """The mixture stream over the cache: same loaders, shuffling, split and resume as the image streams."""
+        from muse_hf.data import load_tensor_stream, make_dataloader
+        from muse_hf.training.stream import EndlessLoader
+
+        a = self.args
+        wanted = [name for name, n in (("gen", n_gen), ("edit", n_edit)) if n > 0]
+        built = self.prepare_cache(accelerator, wanted)
+        loaders: dict[str, Any] = {}
+        for name, n, seed in (("gen", n_gen, a.seed), ("edit", n_edit, a.seed + 1)):
+            if n == 0:
+                continue
+            part = built[name]
+            stream = load_tensor_stream(
+                part.files, part.tensor_columns, part.text_columns, split=a.train_split, shuffle_buffer=a.shuffle_buffer_size,
+                seed=seed, accelerator=accelerator,
+            )  # fmt: skip
+            loaders[name] = EndlessLoader(make_dataloader(stream, n, num_workers=a.dataloader_num_workers,
+                                                          drop_last=True, pin_memory=pin))  # fmt: skip
+        return MixtureStream(loaders.get("gen"), loaders.get("edit"))
+
     def _generator(self, step: int) -> torch.Generator:
         """A per-(step, micro-batch, process) RNG: the same noise/timesteps/dropout after a resume."""
         last_step, k = self._micro
@@ -666,10 +754,27 @@ class UMMTask(TrainingTask):
             z = self.vae.encode(torch.cat(pixels).to(self.device)).latents  # (sum B_i, c, h, w)
         return list(self.vae.normalize_latents(z.float()).split(sizes))
 
-    def training_step(self, modules: dict[str, nn.Module], batch: dict[str, Any], step: int) -> StepOutput:  # noqa: D102
+    def _cached_inputs(
+        self, gen_b: dict[str, Any] | None, edit_b: dict[str, Any] | None, use_ref: bool
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Model inputs from a cached batch: stored latents and right-padded stored token states."""
+        from muse_hf.training.umm_cache import stack_condition
+
+        gen_in = edit_in = None
+        if gen_b is not None:
+            gen_in = {"latents": gen_b["latents"].to(self.device), "prompts": list(gen_b["caption"]),
+                      "condition": stack_condition(gen_b["condition"], self.device)}  # fmt: skip
+        if edit_b is not None:
+            edit_in = {"latents": edit_b["target_latents"].to(self.device), "prompts": list(edit_b["instruction"]),
+                       "condition": stack_condition(edit_b["condition"], self.device),
+                       "reference_latents": edit_b["source_latents"].to(self.device) if use_ref else None}  # fmt: skip
+        return gen_in, edit_in
+
+    def _encoded_inputs(
+        self, gen_b: dict[str, Any] | None, edit_b: dict[str, Any] | None, use_ref: bool
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Model inputs from an image batch: the frozen tokenizer encodes every image of the batch in one pass."""
         pixels: list[torch.Tensor] = []
-        gen_b, edit_b = batch.get("gen"), batch.get("edit")
-        use_ref = self.train_module.connector.config.reference_channels is not None
         if gen_b is not None:
             pixels.append(gen_b["pixel_values"])  # (Bg, 3, H, W)
         if edit_b is not None:
@@ -689,6 +794,13 @@ class UMMTask(TrainingTask):
                 )
             edit_in = {"latents": target, "prompts": list(edit_b["instruction"]),
                        "reference_latents": latents.pop(0) if use_ref else None, "images": images}  # fmt: skip
+        return gen_in, edit_in
+
+    def training_step(self, modules: dict[str, nn.Module], batch: dict[str, Any], step: int) -> StepOutput:  # noqa: D102
+        gen_b, edit_b = batch.get("gen"), batch.get("edit")
+        use_ref = self.train_module.connector.config.reference_channels is not None
+        inputs = self._cached_inputs if self.args.cache_latents else self._encoded_inputs
+        gen_in, edit_in = inputs(gen_b, edit_b, use_ref)
         outs = modules["model"](gen=gen_in, edit=edit_in, generator=self._generator(step))
 
         counts = {name: out.model_pred.shape[0] for name, out in outs.items()}

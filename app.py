@@ -49,6 +49,8 @@ import PIL.ImageOps  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from muse_hf.validation import IMAGE_DECODE_ERRORS  # noqa: E402
+
 # ------------------------------------------------------------------------------------------------ settings
 #: Where ``make quickstart`` writes the tiny tokenizer and pipeline; used when no --model / --pipeline is given.
 DEFAULT_TOKENIZER = "outputs/quickstart/model"
@@ -159,7 +161,7 @@ def load_image_file(path: str | os.PathLike[str], name: str | None = None) -> PI
             f"{name!r} is not an image that can be decoded (is it another kind of file renamed to an image "
             f"extension?). Upload a {', '.join(ALLOWED_FORMATS[:3])} image."
         ) from err
-    except (OSError, SyntaxError, ValueError) as err:
+    except IMAGE_DECODE_ERRORS as err:  # the rules muse_hf.validation shares with the image processor and the stream
         raise Refused(f"{name!r} could not be decoded ({err}); the file may be truncated or corrupt.") from err
     return to_rgb(image)
 

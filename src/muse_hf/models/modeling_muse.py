@@ -4,10 +4,10 @@ Data flow (DESIGN section 1)::
 
     pixels (B, 3, H, W)                                    normalised by MuseImageProcessor
     -> vision_model (transformers InternVLVisionModel)     (B, 1 + h*w, C), h = H / patch
-    -> drop CLS, GradientScale(grad_scale)                 (B, h*w, C)
+    -> drop CLS                                            (B, h*w, C)
     -> 2x2 pixel-unshuffle -> adapter                      (B, h/2*w/2, D)   RMSNorm, Linear 4C->D, GELU
     -> blocks (K SynergisticBlocks, 2D RoPE)               (B, N, D)
-    -> norm -> to_latent                                   (B, N, c)
+    -> GradientScale(grad_scale) -> norm -> to_latent      (B, N, c)   lambda_g on the reconstruction branch only
     -> latents, SpectralGradientFilter                     (B, c, h/2, w/2)
     -> decoder (diffusers AutoencoderDC.decoder)           (B, 3, H', W'), resized to (H, W) when H' != H
 
@@ -29,10 +29,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import InternVLConfig, InternVLVisionConfig, InternVLVisionModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from ..validation import check_pipeline_component, corrupt_weights_error
 from .configuration_muse import MuseTokenizerConfig, _autoencoder_dc_params
 from .grad_ops import GradientScale, SpectralGradientFilter
 from .offline_weights import OFFLINE_IMAGE_SIZE, OFFLINE_MODELS, resolve_pretrained
@@ -162,6 +164,23 @@ class MusePreTrainedModel(PreTrainedModel):
     _no_split_modules = ["SynergisticBlock", "InternVLVisionLayer"]
     _supports_sdpa = True
 
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls, pretrained_model_name_or_path: str | os.PathLike | None, *args: Any, **kwargs: Any
+    ) -> MusePreTrainedModel:
+        """``PreTrainedModel.from_pretrained`` whose errors name the broken or missing file and the fix.
+
+        A truncated or zero-filled ``model.safetensors`` raises :class:`~muse_hf.validation.CorruptWeightsError`
+        naming it (also through ``AutoModel`` and a pipeline's ``vae/``), instead of safetensors' bare
+        "incomplete metadata"; a pipeline folder without its ``vae/`` is reported as such.
+        """
+        if pretrained_model_name_or_path is not None:
+            check_pipeline_component(pretrained_model_name_or_path, cls.__name__, kwargs.get("subfolder"))
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as err:
+            raise corrupt_weights_error(pretrained_model_name_or_path, err, kwargs.get("subfolder")) from err
+
     def _init_weights(self, module: nn.Module) -> None:
         """Normal(0, initializer_range) linears, unit norms; the diffusers decoder keeps PyTorch's default init."""
         if getattr(module, "_muse_torch_default_init", False):
@@ -253,6 +272,7 @@ class MuseTokenizerModel(MusePreTrainedModel):
                 qkv_bias=c.qkv_bias,
                 qk_norm=c.qk_norm,
                 eps=c.rms_norm_eps,
+                detach_topology_input=c.detach_topology_input,
             )
             for i in range(c.num_synergistic_blocks)
         )
@@ -325,6 +345,7 @@ class MuseTokenizerModel(MusePreTrainedModel):
         output_semantic: bool = False,
         output_hidden_states: bool = False,
         return_dict: bool = True,
+        vision_features: torch.Tensor | None = None,
     ) -> MuseEncoderOutput | tuple:
         """Encode images to continuous latents (+ optional topology attention and semantic embedding).
 
@@ -334,6 +355,9 @@ class MuseTokenizerModel(MusePreTrainedModel):
             output_semantic: Return ``semantic_embeds`` ``(B, semantic_dim)``.
             output_hidden_states: Return the block-stack tokens.
             return_dict: Return a :class:`MuseEncoderOutput` (else a tuple of its non-``None`` fields).
+            vision_features: ``(B, h*w, C)`` patch tokens (CLS dropped) of *this* backbone on ``pixel_values``,
+                computed elsewhere -- e.g. by a structural teacher that is the frozen backbone itself -- so the
+                backbone is skipped. The caller vouches that they are what ``vision_model`` would return.
 
         Returns:
             :class:`MuseEncoderOutput` with ``latents`` ``(B, c, H/r, W/r)``.
@@ -344,8 +368,15 @@ class MuseTokenizerModel(MusePreTrainedModel):
         p = cfg.patch_size
         gh, gw = height // p, width // p
         dtype = self.vision_model.embeddings.patch_embeddings.projection.weight.dtype
-        feats = self.vision_model(pixel_values=pixel_values.to(dtype)).last_hidden_state[:, 1:]  # (B, h*w, C)
-        feats = self.grad_scale(feats)
+        if vision_features is None:
+            feats = self.vision_model(pixel_values=pixel_values.to(dtype)).last_hidden_state[:, 1:]  # (B, h*w, C)
+        elif tuple(vision_features.shape) != (bsz, gh * gw, self.vision_model.config.hidden_size):
+            raise ValueError(
+                f"vision_features must be (B, h*w, C) = {(bsz, gh * gw, self.vision_model.config.hidden_size)} for "
+                f"pixel_values {tuple(pixel_values.shape)}, got {tuple(vision_features.shape)}."
+            )
+        else:
+            feats = vision_features.to(dtype)
 
         attentions: list[torch.Tensor] = []
         semantics: list[torch.Tensor] = []
@@ -387,7 +418,10 @@ class MuseTokenizerModel(MusePreTrainedModel):
         else:
             tokens = self.adapter(pixel_unshuffle_tokens(feats, gh, gw, self.config.unshuffle_factor))  # (B, N, D)
             tokens = blocks_pass(tokens, (gh // f, gw // f))  # (B, N, D)
-        latents = self.to_latent(self.norm(tokens))  # (B, N, c)
+        # lambda_g on the reconstruction branch at the stack's output, before the latent head, as released:
+        # PanqiYang1/MUSE muse/models/muse_vit.py:407-409 (`spectral_filter(current_feat, grad_scale)` -> to_latent).
+        # The topology maps and the semantic stream leave the stack earlier, so only reconstruction is scaled.
+        latents = self.to_latent(self.norm(self.grad_scale(tokens)))  # (B, N, c)
         latents = latents.transpose(1, 2).reshape(bsz, cfg.latent_channels, gh // f, gw // f)  # (B, c, h, w)
         latents = self.spectral_filter(latents)
 

@@ -335,9 +335,13 @@ class StructuralTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, images: torch.Tensor, grid_size: int | Sequence[int]
-    ) -> torch.Tensor | list[torch.Tensor]:
+        self, images: torch.Tensor, grid_size: int | Sequence[int], return_patch_tokens: bool = False
+    ) -> torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
         """Teacher attention over the student's token grid.
+
+        With ``return_patch_tokens=True`` the teacher's last hidden state over its patch tokens (prefix dropped,
+        ``(B, h_t*w_t, C)``) comes back too: when the teacher *is* the student's frozen backbone (same weights, same
+        input), one forward pass then serves both (see ``MuseTokenizerModel.encode(vision_features=...)``).
 
         Args:
             images: ``(B, 3, H, W)`` RGB images scaled to [0, 1] (use ``MuseImageProcessor.to_unit_range`` on
@@ -384,10 +388,14 @@ class StructuralTeacher(nn.Module):
             attn = attentions[index][..., prefix:, prefix:].float()  # (B, heads, N_t, N_t)
             if self.average_heads:
                 attn = attn.mean(dim=1, keepdim=True)  # (B, 1, N_t, N_t)
+            # each query row renormalised over the patch tokens before resampling, so rows that gave mass to the
+            # CLS/register tokens weigh the same in the query-axis interpolation: PanqiYang1/MUSE muse_vit.py:345-347
+            attn = normalize_attention_rows(attn)
             maps.append(interpolate_attention(attn, teacher_grid, grid))  # (B, heads|1, N, N)
-        if self.layer_reduction == "none":
-            return maps
-        return normalize_attention_rows(torch.stack(maps, dim=0).mean(dim=0))
+        result = maps if self.layer_reduction == "none" else normalize_attention_rows(torch.stack(maps, dim=0).mean(0))
+        if return_patch_tokens:
+            return result, outputs.last_hidden_state[:, prefix:]  # (B, h_t*w_t, C)
+        return result
 
 
 class MaskAffinityTeacher(nn.Module):

@@ -5,10 +5,14 @@ One task serves the three stages; a stage is defined by its loss weights and fre
 =========  ====================================  ==========================================================
 stage      objectives                            trained parameters
 =========  ====================================  ==========================================================
-1 topology topology KL (+ reconstruction)        everything but the frozen backbone and the semantic stream
+1 topology topology KL + reconstruction          everything but the frozen backbone and the semantic stream
 2 semantic + semantic NCE                        + ``v_itc``, ``semantic_projector``, logit scale
-3 synergy  + perceptual / GAN, full unfreezing   + ``vision_model`` (``backbone_lr_multiplier``), discriminator
+3 synergy  + GAN, full unfreezing                + ``vision_model`` (``backbone_lr_multiplier``), discriminator
 =========  ====================================  ==========================================================
+
+Reconstruction is pixel L2 (+ L1) plus the LPIPS + ConvNeXt perceptual term, in [0, 1] pixel space, in every stage
+(the released configs weight the perceptual term 1.1 in stages 1-2 and 2.0 in stage 3); the gradient scale
+``lambda_g`` acts on it at the synergistic stack's output (see ``MuseTokenizerConfig.grad_scale``).
 
 What is frozen follows from the arguments, so that every trainable parameter is reached by some loss
 (a step changes exactly the trainable set):
@@ -64,16 +68,24 @@ class TokenizerTrainModule(nn.Module):
         self.logit_scale = logit_scale
 
     def forward(
-        self, pixel_values: torch.Tensor, output_attentions: bool, output_semantic: bool, decode: bool
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool,
+        output_semantic: bool,
+        decode: bool,
+        vision_features: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        """Encode (and decode) ``pixel_values`` (B, 3, H, W).
+        """Encode (and decode) ``pixel_values`` (B, 3, H, W); ``vision_features``: precomputed backbone tokens.
 
         Returns:
             ``{"sample": (B, 3, H, W) | None, "latents": (B, c, h, w), "attentions": tuple | None,
             "semantic_embeds": (B, d) | None, "logit_scale": scalar | None}``.
         """
         enc = self.tokenizer.encode(
-            pixel_values, output_attentions=output_attentions, output_semantic=output_semantic
+            pixel_values,
+            output_attentions=output_attentions,
+            output_semantic=output_semantic,
+            vision_features=vision_features,
         )
         sample = None
         if decode:
@@ -115,6 +127,33 @@ def _attention_grid(attention: torch.Tensor, latents: torch.Tensor) -> tuple[int
     )
 
 
+def teacher_is_frozen_backbone(teacher: nn.Module, tokenizer: nn.Module, image_processor: Any) -> bool:
+    """Whether ``teacher`` (a :class:`~muse_hf.objectives.StructuralTeacher`) computes exactly the tokenizer's
+    frozen backbone: a DINOv2 teacher on its last layer, at the input resolution, with the image processor's
+    statistics, whose weights equal ``tokenizer.vision_model``'s (in the InternVL layout). Then one forward pass
+    gives both the teacher attention and the backbone features (the embedded default: DINOv2-S is both)."""
+    from muse_hf.models.offline_weights import dinov2_to_internvl_state_dict
+
+    model = getattr(teacher, "model", None)
+    vision = getattr(tokenizer, "vision_model", None)
+    if model is None or vision is None or getattr(model.config, "model_type", None) != "dinov2":
+        return False
+    if tuple(teacher.layers) not in ((-1,), (model.config.num_hidden_layers - 1,)) or teacher.image_size is not None:
+        return False
+    if any(p.requires_grad for p in vision.parameters()) or tokenizer.config.placement != "append":
+        return False
+    if not getattr(image_processor, "do_normalize", True):
+        return False
+    for ours, name in ((teacher.image_mean, "image_mean"), (teacher.image_std, "image_std")):
+        if not torch.allclose(ours.flatten().cpu(), torch.tensor(list(getattr(image_processor, name))).float()):
+            return False
+    theirs = dinov2_to_internvl_state_dict(model.state_dict())
+    ours = vision.state_dict()
+    if set(theirs) != set(ours):
+        return False
+    return all(torch.equal(theirs[k].to(ours[k].device, ours[k].dtype), ours[k]) for k in ours)
+
+
 class TokenizerTask(TrainingTask):
     """Trains a ``MuseTokenizerModel`` stage (see module docstring)."""
 
@@ -128,6 +167,7 @@ class TokenizerTask(TrainingTask):
         self.discriminator_module: DiscriminatorModule | None = None
         self.adversarial: nn.Module | None = None
         self.teacher: nn.Module | None = None
+        self.teacher_is_backbone = False
         self.text_embedder: Any = None
         self.reconstruction: nn.Module | None = None
         self.device = torch.device("cpu")
@@ -223,14 +263,33 @@ class TokenizerTask(TrainingTask):
 
         if a.topology_weight > 0:
             self.teacher = self._build_teacher().to(self.device).eval()
+            self.teacher_is_backbone = teacher_is_frozen_backbone(self.teacher, tokenizer, self.image_processor)
+            if self.teacher_is_backbone:
+                logger.info(
+                    "The structural teacher is the frozen backbone itself (identical weights, same input): "
+                    "one forward pass serves both."
+                )
         if a.reconstruction_weight > 0:
+            from muse_hf.objectives import load_perceptual_loss
+
+            perceptual = None
+            if a.perceptual_weight > 0:  # None (and one logged line) when its networks are not on this machine
+                perceptual = load_perceptual_loss(
+                    a.perceptual_model,
+                    lpips=a.perceptual_lpips,
+                    lpips_weight=a.perceptual_lpips_weight,
+                    convnext_weight=a.perceptual_convnext_weight,
+                )
+            # L1/L2 (and the perceptual term) in [0, 1] pixel space: PanqiYang1/MUSE muse/losses/muse_loss.py:137-164
+            processor = self.image_processor
+            normalized = bool(getattr(processor, "do_normalize", True))
             self.reconstruction = ReconstructionLoss(
                 l2_weight=a.recon_l2_weight,
                 l1_weight=a.recon_l1_weight,
-                perceptual_weight=a.perceptual_weight,
-                perceptual_model=a.perceptual_model,
-                input_mean=list(self.image_processor.image_mean),
-                input_std=list(self.image_processor.image_std),
+                perceptual_weight=a.perceptual_weight if perceptual is not None else 0.0,
+                perceptual_model=perceptual,
+                input_mean=list(processor.image_mean) if normalized else None,
+                input_std=list(processor.image_std) if normalized else None,
             ).to(self.device)
             self.reconstruction.requires_grad_(False)
             self.reconstruction.eval()
@@ -243,6 +302,7 @@ class TokenizerTask(TrainingTask):
                 weight=a.gan_weight,
                 adaptive=a.gan_adaptive_weight,
                 lecam_weight=a.lecam_weight,
+                lecam_decay=a.lecam_decay,
             )
             self.discriminator_module = DiscriminatorModule(self.adversarial)
 
@@ -341,8 +401,19 @@ class TokenizerTask(TrainingTask):
         )
         # the soft-routing penalty differentiates twice: fused SDPA has no double backward, the eager path does
         eager = want_topo or self.tokenizer.config.routing == "soft"
+        target = vision_features = None
+        if want_topo and self.teacher_is_backbone:  # one backbone pass gives the teacher map and the features
+            r = self.tokenizer.config.spatial_compression_ratio
+            grid = (pixel_values.shape[-2] // r, pixel_values.shape[-1] // r)
+            target, vision_features = self.teacher(
+                self.image_processor.to_unit_range(pixel_values.float()), grid_size=grid, return_patch_tokens=True
+            )
         out = modules["model"](
-            pixel_values, output_attentions=eager, output_semantic=want_sem, decode=want_rec
+            pixel_values,
+            output_attentions=eager,
+            output_semantic=want_sem,
+            decode=want_rec,
+            vision_features=vision_features,
         )
         total = pixel_values.new_zeros((), dtype=torch.float32)
         logs: dict[str, torch.Tensor | float] = {}
@@ -352,7 +423,9 @@ class TokenizerTask(TrainingTask):
         if want_topo:
             grid = _attention_grid(out["attentions"][0], out["latents"])
             with torch.no_grad():
-                if self.args.teacher == "mask_affinity":
+                if target is not None:
+                    pass  # computed above with the backbone features
+                elif self.args.teacher == "mask_affinity":
                     if "mask" not in batch:
                         raise ValueError(
                             "teacher='mask_affinity' needs instance masks ('mask' column) in the training data; "
@@ -363,7 +436,7 @@ class TokenizerTask(TrainingTask):
                     target = self.teacher(
                         self.image_processor.to_unit_range(pixel_values.float()), grid_size=grid
                     )
-            topo = topology_alignment_loss(out["attentions"], target)
+            topo = topology_alignment_loss(out["attentions"], target, head_reduction=a.topology_head_reduction)
             named["topology"] = topo
             total = total + a.topology_weight * topo
         if want_sem:
@@ -383,17 +456,21 @@ class TokenizerTask(TrainingTask):
             sample = out["sample"]  # (B, 3, H, W)
             rec = self.reconstruction(sample, pixel_values)
             named["reconstruction"] = rec["loss"]
-            for key in ("l1", "l2", "perceptual"):
+            terms = ("l1", "l2", "perceptual") if self.reconstruction.perceptual is not None else ("l1", "l2")
+            for key in terms:  # no loss/perceptual when the term is off (load_perceptual_loss logged why)
                 logs[f"loss/{key}"] = rec[key].detach()
             total = total + a.reconstruction_weight * rec["loss"]
             if self.adversarial is not None and self.adversarial.is_active(step):
+                # the discriminator sees [0, 1] images, as released (muse_loss.py:166-174, 226-245)
+                fake01 = self.reconstruction.to_unit_range(sample)
+                real01 = self.reconstruction.to_unit_range(pixel_values)
                 decoder = self.train_module.tokenizer.decoder
                 g_loss = self.adversarial.generator_loss(
-                    sample, step, reconstruction_loss=rec["loss"], last_layer=_last_decoder_weight(decoder)
+                    fake01, step, reconstruction_loss=rec["loss"], last_layer=_last_decoder_weight(decoder)
                 )
                 named["generator"] = g_loss
                 total = total + g_loss
-                d = modules["discriminator"](pixel_values, sample.detach(), step)
+                d = modules["discriminator"](real01, fake01.detach(), step)
                 losses["discriminator"] = d["loss"]
                 logs["loss/discriminator"] = d["loss"].detach()
                 logs["gan/logits_real"] = d["logits_real"]
@@ -410,11 +487,33 @@ class TokenizerTask(TrainingTask):
             named["soft_penalty"] = penalty
             total = total + penalty
 
+        if a.gradient_probe_steps > 0 and (step + 1) % a.gradient_probe_steps == 0:
+            logs.update(self._probe_gradients(named, rec["pixel"] if want_rec else None))
         for key, value in named.items():
             logs[f"loss/{key}"] = value.detach()
         logs["loss"] = total.detach()
         losses = {"model": total, **losses}
         return StepOutput(losses=losses, logs=logs, num_samples=int(pixel_values.shape[0]))
+
+    def _probe_gradients(
+        self, named: dict[str, torch.Tensor], pixel_loss: torch.Tensor | None
+    ) -> dict[str, float]:
+        """Cosines between the objectives' gradients on the synergistic blocks, as ``grad_cos/<a>|<b>`` logs.
+
+        The released training hook (``PanqiYang1/MUSE muse/utils/train_utils.py:71-121``) measures
+        cos(reconstruction, topology) in stage 1 and cos(semantic, topology) in stages 2-3 over the trainable
+        ``muse_blocks`` parameters, with the pixel loss as "reconstruction" (``muse_loss.py:217-220``); this logs every
+        pair of ``PROBE_PAIRS`` that the stage's losses allow. ``autograd.grad`` only: training is unchanged.
+        """
+        from muse_hf.objectives import block_gradient_cosines
+
+        losses = {k: named[k] for k in ("topology", "semantic") if k in named}
+        if pixel_loss is not None:
+            losses["reconstruction"] = pixel_loss
+        if len(losses) < 2:
+            return {}
+        pairs = block_gradient_cosines(self.tokenizer, losses)
+        return {f"grad_cos/{pair}": value for pair, value in pairs.items() if value is not None}
 
     # ------------------------------------------------------------------ output
     def save_pretrained(

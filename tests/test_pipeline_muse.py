@@ -366,6 +366,14 @@ def test_internvl_condition_and_edit(vlm_pipe: MusePipeline) -> None:
     # 16 image-context tokens + <img> + </img> enter the prompt, and the image changes the queries' outputs.
     assert red.hidden_states.shape[1] >= 18
     assert (red.query_states - blue.query_states).abs().max() > 1e-5
+    # As UniLIP, the connector gets the image tokens as the vision tower (+ projector) gave them, not LLM outputs.
+    with torch.no_grad():
+        feats = vlm_pipe.mllm.get_image_features(pixel_values=enc.pixel_values([scene((220, 30, 30))]),
+                                                 return_dict=True).pooler_output  # (1, 16, D)
+        ids = enc.tokenize(enc.render(["recolor"], True, 16))["input_ids"]
+    at_image = ids[0] == vlm_pipe.mllm.config.image_token_id
+    assert int(at_image.sum()) == 16
+    torch.testing.assert_close(red.hidden_states[0, at_image], feats[0].to(red.hidden_states.dtype))
     out = vlm_pipe(["a red circle", "a square"], num_inference_steps=2, output_type="np", generator=gen(0)).images
     assert out.shape == (2, SIZE, SIZE, 3)
     assert vlm_pipe("make it green", image=scene(), num_inference_steps=1).images[0].size == (SIZE, SIZE)

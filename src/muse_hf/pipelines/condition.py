@@ -369,6 +369,12 @@ class InternVLConditionEncoder(ConditionEncoder):
         hidden = self.language_model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids
         ).last_hidden_state  # (B, L + Q, D)
+        if pixel_values is not None:
+            # UniLIP hands the connector the reference image's tokens as the vision tower gave them, not as the LLM
+            # transformed them ("replace und image embeds llm processed -> vit processed", nnnth/UniLIP
+            # unilip/model/language_model/unilip_internvl.py:124-126 and :264-266).
+            at_image = torch.cat([slots, slots.new_zeros(b, q, 1)], dim=1)  # (B, L + Q, 1)
+            hidden = hidden.masked_scatter(at_image, feats.to(hidden.dtype))
         length = ids.shape[1]
         return MuseCondition(
             hidden_states=hidden[:, :length], attention_mask=mask[:, :length], query_states=hidden[:, length:]

@@ -205,3 +205,36 @@ def test_cli_card(tokenizer_dir: Path, capsys) -> None:
     assert main(["card", str(tokenizer_dir), "--out", "-"]) == 0
     printed = capsys.readouterr().out
     assert ModelCard(printed, ignore_metadata_errors=False).data.pipeline_tag == "image-feature-extraction"
+
+
+# ------------------------------------------------------------------------------------------------ damaged folders
+def test_corrupt_weights_and_missing_components_are_named(tokenizer_dir: Path, pipeline_dir: Path, tmp_path: Path) -> None:
+    """Used to be safetensors' bare "incomplete metadata" / "no file named config.json found in <pipeline root>"."""
+    import shutil
+
+    from transformers import AutoModel
+
+    from muse_hf.pipelines import MusePipeline
+    from muse_hf.validation import CorruptWeightsError
+
+    weights = (tokenizer_dir / "model.safetensors").read_bytes()
+    for kind, data in (("truncated", weights[: len(weights) // 2]), ("zeroed", bytes(len(weights)))):
+        folder = shutil.copytree(tokenizer_dir, tmp_path / kind)
+        (folder / "model.safetensors").write_bytes(data)
+        for loader in (MuseTokenizerModel.from_pretrained, AutoModel.from_pretrained):
+            with pytest.raises(CorruptWeightsError, match=rf"{kind}/model\.safetensors is not a complete safetensors file"):
+                loader(folder)
+
+    broken = shutil.copytree(pipeline_dir, tmp_path / "pipe-broken-vae")
+    vae_weights = broken / "vae" / "model.safetensors"
+    vae_weights.write_bytes(vae_weights.read_bytes()[:100])
+    with pytest.raises(CorruptWeightsError, match=r"pipe-broken-vae/vae/model\.safetensors is not a complete"):
+        MusePipeline.from_pretrained(broken)
+
+    partial = shutil.copytree(pipeline_dir, tmp_path / "pipe-no-connector")
+    shutil.rmtree(partial / "connector")
+    with pytest.raises(OSError, match=r"pipe-no-connector has no connector/ folder"):
+        MusePipeline.from_pretrained(partial)
+    with pytest.raises(OSError, match=r"its MuseTokenizerModel is in vae/.*subfolder='vae'"):
+        MuseTokenizerModel.from_pretrained(pipeline_dir)  # the pipeline root instead of its vae/
+    assert MuseTokenizerModel.from_pretrained(pipeline_dir, subfolder="vae").config.latent_channels > 0

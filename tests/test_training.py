@@ -335,7 +335,19 @@ def test_extending_a_finished_stage_trains_on_to_the_new_total(
     assert "already finished" in said and "--max_train_steps N (N > 5)" in said
     assert len((out / "logs" / "train_log.jsonl").read_text().splitlines()) == 5  # nothing trained
 
-    for ckpt in out.glob("checkpoint-*"):
+    # A complete checkpoint damaged afterwards (zero-filled weights): the error names the file and the fix...
+    (out / "checkpoint-5" / "model.safetensors").write_bytes(bytes(1000))
+    assert main(["--config", str(path), "--resume_from_checkpoint", "latest", "--max_train_steps", "6"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert "checkpoint-5 is marked complete but cannot be restored: model.safetensors is not a complete" in line
+    assert f"mv {out / 'checkpoint-5'} {out / 'damaged-checkpoint-5'}" in line and "'checkpoint-4'" in line
+    # ...and following it resumes from the checkpoint before
+    (out / "checkpoint-5").rename(out / "damaged-checkpoint-5")
+    assert main(["--config", str(path), "--resume_from_checkpoint", "latest", "--max_train_steps", "6"]) == 0
+    assert "continuing it to 6 from" in capsys.readouterr().out
+    assert json.loads((out / "training_summary.json").read_text())["resumed_from"].endswith("checkpoint-4")
+
+    for ckpt in out.glob("*checkpoint-*"):
         shutil.rmtree(ckpt)
     assert main(["--config", str(path), "--resume_from_checkpoint", "latest", "--max_train_steps", "7"]) == 2
     err = capsys.readouterr().err

@@ -9,9 +9,11 @@ models, the pipeline, the data stream, the training loop and the demo all apply 
   :class:`ImageDecodeError` naming the file instead of PIL's ``OSError`` from deep inside PIL. The demo's
   upload check (``app.load_image_file``) and the training stream's skip rule (``muse_hf.data.streaming``)
   catch the same :data:`IMAGE_DECODE_ERRORS`.
-* :func:`check_safetensors_file` / :func:`find_corrupt_safetensors`: a truncated or zero-filled
-  ``*.safetensors`` file is found from its header and size, so loaders can say which file is broken and what to
-  do instead of safetensors' bare ``incomplete metadata``.
+* :func:`check_safetensors_file` / :func:`find_corrupt_safetensors` / :func:`corrupt_weights_error`: a truncated
+  or zero-filled ``*.safetensors`` file is found from its header and size, so loaders can say which file is broken
+  and what to do instead of safetensors' bare ``incomplete metadata``.
+* :func:`check_pipeline_component`: a pipeline folder missing a component folder is reported as such (diffusers
+  hands the component's loader the pipeline root, whose error then blames the root).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ __all__ = [
     "ImageDecodeError",
     "CorruptWeightsError",
     "check_known_keys",
+    "check_pipeline_component",
     "check_safetensors_file",
+    "corrupt_weights_error",
     "find_corrupt_safetensors",
     "image_source",
     "load_image_pixels",
@@ -46,7 +50,9 @@ def unknown_key_message(key: str, known: Iterable[str]) -> str:
     return f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
-def check_known_keys(keys: Iterable[str], known: Iterable[str], where: str, listed: Iterable[str] | None = None) -> None:
+def check_known_keys(
+    keys: Iterable[str], known: Iterable[str], where: str, listed: Iterable[str] | None = None
+) -> None:
     """Refuse keys that ``known`` does not hold.
 
     Args:
@@ -63,7 +69,9 @@ def check_known_keys(keys: Iterable[str], known: Iterable[str], where: str, list
     if unknown:
         names = ", ".join(unknown_key_message(k, known) for k in unknown)
         valid = ", ".join(sorted(set(listed) if listed is not None else known))
-        raise ValueError(f"Unknown key{'s' if len(unknown) > 1 else ''} {names} for {where}. Valid keys: {valid}.")
+        raise ValueError(
+            f"Unknown key{'s' if len(unknown) > 1 else ''} {names} for {where}. Valid keys: {valid}."
+        )
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -132,7 +140,9 @@ def check_safetensors_file(path: str | os.PathLike) -> str | None:
             if len(head) < 8:
                 return f"it is {size} bytes long, shorter than a safetensors header"
             (header_len,) = struct.unpack("<Q", head)
-            if header_len == 0 or 8 + header_len > size:
+            if header_len == 0:
+                return "its header length is 0 (the file is zero-filled or was never written)"
+            if 8 + header_len > size:
                 return (
                     f"its header claims {header_len} bytes but the file is {size} bytes long (truncated or "
                     "zero-filled)"
@@ -156,7 +166,9 @@ def check_safetensors_file(path: str | os.PathLike) -> str | None:
     return None
 
 
-def find_corrupt_safetensors(folder: str | os.PathLike, names: Iterable[str] | None = None) -> tuple[Path, str] | None:
+def find_corrupt_safetensors(
+    folder: str | os.PathLike, names: Iterable[str] | None = None
+) -> tuple[Path, str] | None:
     """The first broken ``.safetensors`` file in ``folder`` (``names``, or every ``*.safetensors``) and why."""
     root = Path(folder)
     if not root.is_dir():
@@ -168,3 +180,88 @@ def find_corrupt_safetensors(folder: str | os.PathLike, names: Iterable[str] | N
             if problem is not None:
                 return file, problem
     return None
+
+
+def corrupt_weights_error(
+    source: str | os.PathLike, err: BaseException, subfolder: str | None = None
+) -> CorruptWeightsError:
+    """The error to raise when loading weights from ``source`` failed inside safetensors with ``err``.
+
+    Names the broken file (a local folder, or the Hub cache's copy of a repo) and the fix.
+    """
+    local = Path(source) / subfolder if subfolder else Path(source)
+    found: tuple[Path, str] | None = None
+    from_hub = not Path(source).exists()
+    if local.is_dir():
+        found = find_corrupt_safetensors(local)
+    elif local.is_file():
+        problem = check_safetensors_file(local)
+        found = (local, problem) if problem else None
+    elif from_hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        name = f"{subfolder}/model.safetensors" if subfolder else "model.safetensors"
+        try:
+            cached = try_to_load_from_cache(os.fspath(source), name)
+        except Exception:  # noqa: BLE001 - not a repo id: nothing to point at
+            cached = None
+        if isinstance(cached, str):
+            problem = check_safetensors_file(cached)
+            found = (Path(cached), problem) if problem else None
+    what = (
+        f"{found[0]} is not a complete safetensors file: {found[1]}"
+        if found
+        else (f"A weights file of {os.fspath(local)!r} could not be read")
+    )
+    fix = (
+        "Download it again: from_pretrained(..., force_download=True)."
+        if from_hub
+        else "Copy or save the model again (save_pretrained). A training stage's final model can be rewritten from "
+        'its newest checkpoint (docs/recovery.md, "A corrupt file").'
+    )
+    return CorruptWeightsError(
+        f"{what} (safetensors: {err}). It was cut off or overwritten while being written, copied or downloaded. {fix}"
+    )
+
+
+def check_pipeline_component(path: str | os.PathLike, class_name: str, subfolder: str | None = None) -> None:
+    """Refuse a pipeline folder given where one of its components was expected.
+
+    diffusers loads a component from ``<pipeline>/<name>/`` when that folder exists and otherwise hands the
+    pipeline root itself to the component's ``from_pretrained``, whose error then reads "no file named
+    config.json found in <pipeline root>". Called first by our components' ``from_pretrained``.
+
+    Args:
+        path: What ``from_pretrained`` was given.
+        class_name: The loading class (``MuseConnector``, ``MuseTokenizerModel``), looked up in model_index.json.
+        subfolder: ``from_pretrained``'s ``subfolder``.
+
+    Raises:
+        OSError: ``path`` is a pipeline folder (``model_index.json``) without that component's ``config.json``;
+            the message names the missing folder (or says to pass ``subfolder`` when it is there).
+    """
+    root = Path(path)
+    folder = root / subfolder if subfolder else root
+    index_file = root / "model_index.json"
+    if not root.is_dir() or (folder / "config.json").is_file() or not index_file.is_file():
+        return
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError):
+        return
+    names = (
+        [subfolder]
+        if subfolder
+        else [k for k, v in index.items() if isinstance(v, list) and len(v) == 2 and v[1] == class_name]
+    )
+    name = names[0] if names else "<component>"
+    if not subfolder and (root / name / "config.json").is_file():
+        raise OSError(
+            f"{root} is a pipeline folder (it has model_index.json); its {class_name} is in {name}/. Load it with "
+            f"{class_name}.from_pretrained({os.fspath(root)!r}, subfolder={name!r}), or load the whole pipeline."
+        )
+    raise OSError(
+        f"The pipeline folder {root} has no {name}/ folder with a config.json for its {class_name} component (it is "
+        f"listed in model_index.json). The folder is incomplete - an interrupted save, copy or upload: save the "
+        f"pipeline again with save_pretrained, or copy {name}/ over from where the pipeline was saved."
+    )

@@ -37,7 +37,9 @@ synergistic blocks use 2D RoPE), and the tiny configs use 64 px throughout.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +53,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..validation import check_pipeline_component
 from .synergistic import SwiGLUMLP, rotate_half
 
 __all__ = ["MuseConnector", "MuseConnectorOutput", "ConnectorLayer"]
@@ -192,6 +195,15 @@ class MuseConnector(ModelMixin, ConfigMixin):
         )
         self.norm = nn.RMSNorm(hidden_size, eps=rms_norm_eps)  # the LLM's final norm (from_llm_layers copies it)
         self.proj_out = nn.Linear(hidden_size, caption_channels)
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> MuseConnector:
+        """``ModelMixin.from_pretrained``; a pipeline folder without its ``connector/`` is reported as such
+        (diffusers hands this loader the pipeline root then, and the stock error blamed the root)."""
+        check_pipeline_component(pretrained_model_name_or_path, cls.__name__, kwargs.get("subfolder"))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ init from an LLM
     @classmethod

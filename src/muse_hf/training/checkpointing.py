@@ -27,9 +27,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from muse_hf.validation import find_corrupt_safetensors
+
 __all__ = [
     "CHECKPOINT_PREFIX",
     "COMPLETE_MARKER",
+    "CheckpointError",
     "LoadedCheckpoint",
     "checkpoint_step",
     "list_checkpoints",
@@ -175,6 +178,27 @@ def save_checkpoint(
     return final
 
 
+class CheckpointError(ValueError):
+    """A checkpoint cannot be restored; the message names it (and the broken file) and how to resume instead."""
+
+
+def _unrestorable(ckpt: Path, what: str) -> CheckpointError:
+    step = checkpoint_step(ckpt) if _STEP_RE.match(ckpt.name) else None
+    older = [
+        p.name
+        for p in list_checkpoints(ckpt.parent)
+        if p != ckpt and (step is None or checkpoint_step(p) < step)
+    ]
+    aside = ckpt.parent / f"damaged-{ckpt.name}"
+    return CheckpointError(
+        f"Checkpoint {ckpt} is marked complete but cannot be restored: {what}. If a file in it was damaged after it "
+        f"was written (disk, copy), resume from the one before it: `mv {ckpt} {aside}` and rerun with "
+        "--resume_from_checkpoint latest, or pass --resume_from_checkpoint <an older checkpoint-N folder> "
+        f"(complete ones here: {older or 'none'}; see docs/recovery.md). If the model or optimizer set-up changed "
+        "since it was written, resume with the arguments it was written with."
+    )
+
+
 class LoadedCheckpoint(dict):
     """What :func:`load_checkpoint` returns: ``training_state``, ``process_state``, ``tensors``, ``path``."""
 
@@ -193,6 +217,8 @@ def load_checkpoint(accelerator: Any, path: str | os.PathLike) -> LoadedCheckpoi
 
     Raises:
         ValueError: if the folder is not a complete checkpoint.
+        CheckpointError: a complete checkpoint cannot be restored (a damaged file: named, with how to resume from
+            an earlier checkpoint instead).
     """
     ckpt = Path(path)
     if not (ckpt / COMPLETE_MARKER).is_file():
@@ -200,8 +226,14 @@ def load_checkpoint(accelerator: Any, path: str | os.PathLike) -> LoadedCheckpoi
             f"{str(ckpt)!r} is not a complete checkpoint (no {COMPLETE_MARKER} marker: it was interrupted while "
             "being written). Use --resume_from_checkpoint latest to pick the newest complete one."
         )
-    accelerator.load_state(str(ckpt))
-    training_state = json.loads((ckpt / TRAINING_STATE).read_text())
+    damaged = find_corrupt_safetensors(ckpt)  # every rank checks the same files, so all ranks stop together
+    if damaged is not None:
+        raise _unrestorable(ckpt, f"{damaged[0].name} is not a complete safetensors file ({damaged[1]})")
+    try:
+        accelerator.load_state(str(ckpt))
+        training_state = json.loads((ckpt / TRAINING_STATE).read_text())
+    except Exception as err:  # noqa: BLE001 - torch.load / pickle / JSON errors of a damaged file, named below
+        raise _unrestorable(ckpt, f"{type(err).__name__}: {err}") from err
     proc_file = ckpt / f"process_state_{accelerator.process_index}.pt"
     process_state = None
     if proc_file.is_file() and training_state.get("num_processes") == accelerator.num_processes:

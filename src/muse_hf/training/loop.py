@@ -29,6 +29,7 @@ from muse_hf.training.arguments import (
     parse_cli,
 )
 from muse_hf.training.checkpointing import (
+    CheckpointError,
     checkpoint_step,
     latest_checkpoint,
     load_checkpoint,
@@ -697,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDivergedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except ResumeError as err:
+    except (ResumeError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -372,7 +372,7 @@ class InternVLConditionEncoder(ConditionEncoder):
         if pixel_values is not None:
             # UniLIP hands the connector the reference image's tokens as the vision tower gave them, not as the LLM
             # transformed them ("replace und image embeds llm processed -> vit processed", nnnth/UniLIP
-            # unilip/model/language_model/unilip_internvl.py:124-126 and :264-266).
+            # unilip/model/language_model/unilip_internvl.py:124-126 and :263-265).
             at_image = torch.cat([slots, slots.new_zeros(b, q, 1)], dim=1)  # (B, L + Q, 1)
             hidden = hidden.masked_scatter(at_image, feats.to(hidden.dtype))
         length = ids.shape[1]

@@ -238,3 +238,26 @@ def test_corrupt_weights_and_missing_components_are_named(tokenizer_dir: Path, p
     with pytest.raises(OSError, match=r"its MuseTokenizerModel is in vae/.*subfolder='vae'"):
         MuseTokenizerModel.from_pretrained(pipeline_dir)  # the pipeline root instead of its vae/
     assert MuseTokenizerModel.from_pretrained(pipeline_dir, subfolder="vae").config.latent_channels > 0
+
+
+def test_saved_config_and_cards_say_to_import_muse_hf(tokenizer_dir: Path, pipeline_dir: Path) -> None:
+    """Without `import muse_hf` transformers calls the model type unknown and suggests upgrading transformers."""
+    import re
+    import subprocess
+    import sys
+
+    config = json.loads((tokenizer_dir / "config.json").read_text())
+    assert config["library_name"] == "muse_hf" and "`import muse_hf`" in config["loading_note"]
+    vae_config = json.loads((pipeline_dir / "vae" / "config.json").read_text())
+    assert vae_config["library_name"] == "muse_hf"
+    for kind, folder in (("tokenizer", tokenizer_dir), ("pipeline", pipeline_dir)):
+        first_snippet = re.search(r"```python\n(.*?)```", render_model_card(kind, folder).text, re.S).group(1)
+        assert first_snippet.splitlines()[0].startswith("import muse_hf"), kind
+    # what a reader without muse_hf sees: transformers' message, and the config that names the fix
+    code = (
+        "import json, sys\nfrom transformers import AutoConfig\n"
+        "try:\n    AutoConfig.from_pretrained(sys.argv[1])\nexcept ValueError as err:\n    print(err)\n"
+        "print(json.load(open(sys.argv[1] + '/config.json'))['loading_note'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tokenizer_dir)], capture_output=True, text=True, timeout=120)
+    assert "does not recognize this architecture" in out.stdout and "import muse_hf" in out.stdout, out.stderr[-2000:]

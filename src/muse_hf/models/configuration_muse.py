@@ -13,7 +13,19 @@ from transformers import InternVLVisionConfig, PreTrainedConfig
 
 from ..validation import check_known_keys
 
-__all__ = ["MuseTokenizerConfig", "ROUTING_MODES", "PLACEMENTS", "PRESETS"]
+__all__ = ["MuseTokenizerConfig", "ROUTING_MODES", "PLACEMENTS", "PRESETS", "LOADING_NOTE"]
+
+#: Written into every saved config.json. Without ``import muse_hf`` transformers does not know model_type
+#: ``muse_tokenizer`` and says the checkpoint may need a newer transformers; these keys name the actual fix.
+LOADING_NOTE: dict[str, str] = {
+    "library_name": "muse_hf",
+    "loading_note": (
+        "A MUSE tokenizer saved by muse_hf. Run `import muse_hf` before AutoModel/AutoConfig.from_pretrained (or use "
+        "muse_hf.MuseTokenizerModel.from_pretrained): the import registers model_type 'muse_tokenizer' with "
+        "transformers. Without it transformers reports the model type as unrecognised and suggests upgrading "
+        "transformers; install and import muse_hf instead."
+    ),
+}
 
 ROUTING_MODES: tuple[str, ...] = ("decoupled", "shared", "soft", "two_stream")
 PLACEMENTS: tuple[str, ...] = ("append", "replace_last")
@@ -452,6 +464,11 @@ class MuseTokenizerConfig(PreTrainedConfig):
                 f"`decoder_config['decoder_block_out_channels'][-1]`={outs[-1]} must be a multiple of "
                 f"`latent_channels`={self.latent_channels} (DC-AE input shortcut)."
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        """``PreTrainedConfig.to_dict`` plus :data:`LOADING_NOTE`, so every saved ``config.json`` says which package
+        reads it (transformers alone calls the model type unrecognised and suggests upgrading transformers)."""
+        return {**super().to_dict(), **LOADING_NOTE}
 
     def validate_architecture(self) -> None:  # called by PreTrainedConfig.validate() at save time
         super().validate_architecture()

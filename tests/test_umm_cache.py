@@ -20,25 +20,26 @@ def _losses(history: list[dict[str, Any]]) -> list[dict[str, float]]:
     return [{k: float(r[k]) for k in LOSS_KEYS} for r in history]
 
 
-def _components(assets: dict[str, Path]) -> tuple[Any, Any, Any]:
+def _components(paths: dict[str, Path]) -> tuple[Any, Any, Any]:
+    from transformers import AutoModel, AutoTokenizer
+
     from muse_hf.models import MuseTokenizerModel
     from muse_hf.models.image_processing_muse import MuseImageProcessor
     from muse_hf.pipelines import TextConditionEncoder
-    from transformers import AutoModel, AutoTokenizer
 
-    vae = MuseTokenizerModel.from_pretrained(assets["tokenizer"]).eval()
-    encoder = TextConditionEncoder(AutoModel.from_pretrained(assets["text"]).eval(),
-                                   AutoTokenizer.from_pretrained(assets["text"]))  # fmt: skip
-    return vae, encoder, MuseImageProcessor.from_pretrained(assets["tokenizer"])
+    vae = MuseTokenizerModel.from_pretrained(paths["tokenizer"]).eval()
+    encoder = TextConditionEncoder(AutoModel.from_pretrained(paths["text"]).eval(),
+                                   AutoTokenizer.from_pretrained(paths["text"]))  # fmt: skip
+    return vae, encoder, MuseImageProcessor.from_pretrained(paths["tokenizer"])
 
 
-def _prepare(assets: dict[str, Path], root: Path, vae: Any, encoder: Any, processor: Any, name: str = "gen") -> Any:
+def _prepare(paths: dict[str, Path], root: Path, vae: Any, encoder: Any, processor: Any, name: str = "gen") -> Any:
     from muse_hf.training.umm_cache import prepare_cached_part
 
     def encode_latents(pixels: list[torch.Tensor]) -> list[torch.Tensor]:
         return [vae.normalize_latents(vae.encode(p).latents.float()) for p in pixels]
 
-    return prepare_cached_part(name, root=root, source=assets["data"], split="train", columns={},
+    return prepare_cached_part(name, root=root, source=paths["data"], split="train", columns={},
                                image_processor=processor, encode_latents=encode_latents, encode_text=encoder.encode,
                                batch_size=5)  # fmt: skip
 

@@ -706,13 +706,18 @@ class UMMTask(TrainingTask):
             "edit": (a.edit_data or a.train_data, a.edit_split or a.train_split,
                      {"source": a.source_column, "target": a.target_column, "instruction": a.instruction_column}),
         }  # fmt: skip
+        def encode_text(texts: list[str]) -> MuseCondition:
+            # as inside the prepared train module's forward, which accelerate runs under autocast
+            with torch.no_grad(), accelerator.autocast():
+                return self.condition_encoder.encode(texts)
+
         built = {}
         for name in parts:
             data, split, columns = sources[name]
             root = (Path(a.cache_dir) if a.cache_dir is not None else default_cache_root(data)) / key
             built[name] = prepare_cached_part(
                 name, root=root, source=data, split=split, columns=columns, image_processor=self.image_processor,
-                encode_latents=self._encode_latents, encode_text=self.condition_encoder.encode,
+                encode_latents=self._encode_latents, encode_text=encode_text,
                 batch_size=a.cache_batch_size, process_index=int(accelerator.process_index),
                 num_processes=int(accelerator.num_processes), barrier=accelerator.wait_for_everyone,
             )  # fmt: skip

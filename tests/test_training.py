@@ -347,6 +347,22 @@ def test_extending_a_finished_stage_trains_on_to_the_new_total(
     assert "continuing it to 6 from" in capsys.readouterr().out
     assert json.loads((out / "training_summary.json").read_text())["resumed_from"].endswith("checkpoint-4")
 
+    # A damaged final model of a finished stage (docs/recovery.md): drop the summary, resume, and the model is
+    # rewritten from the stage's last checkpoint without training a step.
+    from muse_hf.models import MuseTokenizerModel
+    from muse_hf.validation import CorruptWeightsError
+
+    final = (out / "model.safetensors").read_bytes()
+    logged = (out / "logs" / "train_log.jsonl").read_text()
+    (out / "model.safetensors").write_bytes(final[: len(final) // 3])
+    with pytest.raises(CorruptWeightsError, match="run/model.safetensors is not a complete safetensors file"):
+        MuseTokenizerModel.from_pretrained(out)
+    (out / "training_summary.json").unlink()
+    assert main(["--config", str(path), "--resume_from_checkpoint", "latest", "--max_train_steps", "6"]) == 0
+    assert "nothing left to train" in capsys.readouterr().out
+    assert (out / "logs" / "train_log.jsonl").read_text() == logged  # no step trained
+    assert (out / "model.safetensors").read_bytes() == final
+
     for ckpt in out.glob("*checkpoint-*"):
         shutil.rmtree(ckpt)
     assert main(["--config", str(path), "--resume_from_checkpoint", "latest", "--max_train_steps", "7"]) == 2

@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         config = MuseTokenizerConfig.from_preset("tiny", routing=routing)
         model = MuseTokenizerModel(config)
         logit_scale = LogitScale()
-        recon = ReconstructionLoss(l2_weight=1.0, l1_weight=1.0)
+        recon = ReconstructionLoss(  # [0, 1] pixel space, as the released MUSE_Loss (muse_loss.py:137-152)
+            l2_weight=1.0, l1_weight=1.0, input_mean=list(processor.image_mean), input_std=list(processor.image_std)
+        )
         if args.train_steps:
             params = [p for p in model.parameters() if p.requires_grad] + list(logit_scale.parameters())
             opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))

@@ -330,3 +330,12 @@ def test_bad_settings_and_cli_arguments(tmp_path: Path) -> None:
     assert main(["--quick", "--out", str(tmp_path), "--variants", "full,nope"]) == 2
     assert main(["--quick", "--out", str(tmp_path), "--model_overrides", "[1, 2]"]) == 2
     assert not any(tmp_path.iterdir())  # rejected before anything was built
+
+
+def test_settings_presets_refuse_unknown_keys() -> None:
+    from muse_hf.evaluation.ablation import full_settings, quick_settings
+
+    for preset in (quick_settings, full_settings):
+        with pytest.raises(ValueError, match=r"'max_train_step' \(did you mean 'max_train_steps'\?\)"):
+            preset(max_train_step=3)
+    assert quick_settings(max_train_steps=3).max_train_steps == 3

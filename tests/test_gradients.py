@@ -250,12 +250,16 @@ def test_probe_decoupled_zero_and_shared_nonzero(tiny_config):
     from muse_hf.models import MuseTokenizerModel
 
     results = {}
-    for routing in ("decoupled", "shared"):
+    for routing, detach in (("decoupled", True), ("decoupled", False), ("shared", False)):
         torch.manual_seed(0)
-        model = MuseTokenizerModel(tiny_config(routing=routing))
-        results[routing] = gradient_conflict(model, _muse_losses(model))
-    dec, shared = results["decoupled"], results["shared"]
-    # decoupled: the topology loss never reaches the values, nor reconstruction the topology projections
+        model = MuseTokenizerModel(tiny_config(routing=routing, detach_topology_input=detach))
+        results[(routing, detach)] = gradient_conflict(model, _muse_losses(model))
+    dec, released, shared = results[("decoupled", True)], results[("decoupled", False)], results[("shared", False)]
+    # released routing: A is detached where it mixes the values, so reconstruction and semantics never reach the
+    # topology projections; but block 1's topology loss reaches block 0's values through its input (per-block zeros)
+    assert released.norms["topology"]["reconstruction"] == 0.0 and released.norms["topology"]["semantic"] == 0.0
+    assert released.norms["values"]["topology"] > 0
+    # stricter variant (detach_topology_input): the topology loss never reaches the values in any block
     assert dec.norms["values"]["topology"] == 0.0
     assert dec.cosine["values"][("topology", "reconstruction")] == 0.0
     assert dec.norms["topology"]["reconstruction"] == 0.0 and dec.norms["topology"]["semantic"] == 0.0
@@ -284,3 +288,61 @@ def test_soft_penalty_trains_through_a_tiny_soft_model(tiny_config):
     assert penalty.item() == pytest.approx(0.1 * cos**2, rel=1e-4, abs=1e-12)
     (losses["semantic"] + losses["reconstruction"] + penalty).backward()
     assert all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
+
+
+# ------------------------------------------------------------------ the three probe pairs (paper + released hook)
+def test_block_probe_returns_all_three_pairs_finite(tiny_config):
+    """cos(semantic, reconstruction) (Table 4), cos(reconstruction, topology) (released stage-1 hook) and
+    cos(semantic, topology) (released stages 2-3 hook), on the synergistic blocks' parameters."""
+    from muse_hf.models import MuseTokenizerModel
+    from muse_hf.objectives import PROBE_PAIRS, block_gradient_cosines
+
+    torch.manual_seed(0)
+    model = MuseTokenizerModel(tiny_config(routing="shared"))
+    losses = _muse_losses(model)
+    pairs = block_gradient_cosines(model, losses)
+    assert list(pairs) == [f"{a}|{b}" for a, b in PROBE_PAIRS] == [
+        "semantic|reconstruction",
+        "reconstruction|topology",
+        "semantic|topology",
+    ]
+    assert all(v is not None and math.isfinite(v) and -1.0 <= v <= 1.0 for v in pairs.values())
+    params = shared_block_parameters(model)
+    manual = gradient_conflict(model, losses, {"b": params}).cos("b", "reconstruction", "topology")
+    assert pairs["reconstruction|topology"] == pytest.approx(manual)
+    # stage 1 (no semantic loss): the released stage-1 pair only
+    stage1 = block_gradient_cosines(model, {k: losses[k] for k in ("reconstruction", "topology")})
+    assert stage1["semantic|reconstruction"] is None and stage1["semantic|topology"] is None
+    assert math.isfinite(stage1["reconstruction|topology"])
+
+
+def test_evaluation_probe_reports_the_three_pairs(tiny_config):
+    from muse_hf.evaluation.evaluate import gradient_probe
+    from muse_hf.models import MuseImageProcessor, MuseTokenizerModel
+
+    class _Text:
+        dim = 16
+
+        def embed(self, captions):
+            g = torch.Generator().manual_seed(len(captions))
+            return torch.randn(len(captions), self.dim, generator=g)
+
+    torch.manual_seed(0)
+    model = MuseTokenizerModel(tiny_config(routing="decoupled"))
+    g = torch.Generator().manual_seed(5)
+    batch = {
+        "pixel_values": torch.randn(3, 3, 32, 32, generator=g),
+        "caption": ["a red square", "a blue circle", "two shapes"],
+        "mask": torch.randint(0, 3, (3, 32, 32), generator=g),
+    }
+    full, headline, why = gradient_probe(
+        model, batch, _Text(), MaskAffinityTeacher(), MuseImageProcessor(), topology_head_reduction="mean"
+    )
+    assert why is None and full["headline_group"] == "shared_blocks"
+    assert set(full["pairs"]) == {"semantic|reconstruction", "reconstruction|topology", "semantic|topology"}
+    assert all(v is not None and math.isfinite(v) for v in full["pairs"].values())
+    assert headline == full["pairs"]["semantic|reconstruction"]
+    # without a text embedder the stage-1 pair is still measured; the headline is missing with its reason
+    full1, headline1, why1 = gradient_probe(model, batch, None, MaskAffinityTeacher(), MuseImageProcessor())
+    assert headline1 is None and "no semantic loss" in why1
+    assert math.isfinite(full1["pairs"]["reconstruction|topology"]) and full1["pairs"]["semantic|topology"] is None

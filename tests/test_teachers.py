@@ -197,3 +197,35 @@ def test_mask_affinity_non_divisible_grid_and_errors():
         MaskAffinityTeacher()(masks.float(), grid_size=(8, 8))
     with pytest.raises(ValueError, match="smaller"):
         MaskAffinityTeacher()(masks[:, :4, :4], grid_size=(8, 8))
+
+
+def test_rows_renormalised_over_patches_before_resampling_as_released():
+    """PanqiYang1/MUSE muse/models/muse_vit.py:345-347: slice the patch block, average heads, renormalise the rows,
+    then 4D-interpolate (and renormalise again). A stub ViT whose rows give very different mass to the CLS token."""
+    from types import SimpleNamespace
+
+    from muse_hf.objectives import normalize_attention_rows
+
+    gen = torch.Generator().manual_seed(3)
+    n = 8 * 12
+    logits = torch.randn(1, 2, n + 1, n + 1, generator=gen)
+    logits[..., 0] += torch.linspace(-4.0, 4.0, n + 1).view(1, 1, -1)  # CLS mass from ~0 to ~all, row by row
+    attn = logits.softmax(-1)
+
+    class _StubViT(torch.nn.Module):
+        config = SimpleNamespace(num_hidden_layers=1, patch_size=2, num_register_tokens=0)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, pixel_values, output_attentions, return_dict):  # noqa: ANN001
+            return SimpleNamespace(attentions=(attn,))
+
+    teacher = StructuralTeacher(_StubViT(), image_mean=(0.5,) * 3, image_std=(0.5,) * 3)
+    out = teacher(torch.rand(1, 3, 16, 24), grid_size=(4, 6))
+    block = attn[..., 1:, 1:].mean(1, keepdim=True)  # (1, 1, 96, 96), rows sum to < 1
+    expected = interpolate_attention(normalize_attention_rows(block), (8, 12), (4, 6))
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+    unnormalised_first = interpolate_attention(block, (8, 12), (4, 6))
+    assert (out - unnormalised_first).abs().max() > 1e-3  # the order matters when the prefix mass varies per row

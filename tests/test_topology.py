@@ -87,3 +87,27 @@ def test_float32_under_autocast():
         value = topology_alignment_loss(a.bfloat16(), b)
     assert value.dtype == torch.float32
     torch.testing.assert_close(value, topology_alignment_loss(a.bfloat16().float(), b))
+
+
+def test_mean_head_reduction_is_the_released_kl_of_the_head_averaged_student():
+    """PanqiYang1/MUSE muse/models/muse_vit.py:491-496: F.kl_div(log(mean_h s), t, 'batchmean') / N."""
+    # two heads whose mean is a known map: per-head and head-mean KLs differ
+    head0 = torch.tensor([[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.2, 0.2, 0.6]])
+    head1 = torch.tensor([[0.5, 0.0, 0.5], [0.5, 0.5, 0.0], [0.2, 0.6, 0.2]])
+    student = torch.stack([head0, head1]).unsqueeze(0)  # (1, 2, 3, 3); mean over heads below
+    mean = torch.tensor([[0.5, 0.25, 0.25], [0.25, 0.75, 0.0], [0.2, 0.4, 0.4]])
+    teacher = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.2, 0.4, 0.4]]).view(1, 1, 3, 3)
+    rows = [math.log(1.0 / 0.5), 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75), 0.0]
+    expected = sum(rows) / 3
+    got = topology_alignment_loss(student, teacher, head_reduction="mean")
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    torch.testing.assert_close(student.mean(1)[0], mean)
+    # the released formula itself, with its own epsilon, agrees
+    released = torch.nn.functional.kl_div(
+        torch.log(student.mean(1) + 1e-8), teacher[:, 0], reduction="batchmean"
+    ) / 3
+    assert got.item() == pytest.approx(released.item(), rel=1e-5)
+    # per-head compares each head with the teacher: here it is infinite-ish (head1 puts 0 on the teacher's mass)
+    assert topology_alignment_loss(student, teacher, head_reduction="per_head").item() > expected + 1.0
+    with pytest.raises(ValueError, match="head_reduction"):
+        topology_alignment_loss(student, teacher, head_reduction="median")

@@ -472,3 +472,59 @@ def test_quickstart_cli_takes_a_curriculum_and_checks_it_first(tmp_path: Path) -
     with pytest.raises(ValueError, match="does not exist"):
         main(["quickstart", "--config", str(tmp_path / "nope.yaml"), "--output_dir", str(tmp_path / "out")])
     assert not (tmp_path / "out" / "train").exists()  # nothing trained before the config was checked
+
+
+# ------------------------------------------------------------------------------------------------ fidelity
+def test_paper_presets_load_with_the_released_values() -> None:
+    """configs/tokenizer/muse-{1b,3b}: the released configs (PanqiYang1/MUSE configs/muse_*), parsed and validated."""
+    from muse_hf.models import MuseTokenizerConfig
+    from muse_hf.training.arguments import load_stage_arguments
+
+    warmups = {"1b": (2000, 5000, 1000), "3b": (5000, 5000, 1000)}
+    for size in ("1b", "3b"):
+        stages = [
+            load_stage_arguments(REPO / f"configs/tokenizer/muse-{size}/stage{i}.yaml", validate=(i == 1))[0]
+            for i in (1, 2, 3)
+        ]
+        for i, a in enumerate(stages):
+            assert (a.weight_decay, a.ema_decay, a.train_batch_size) == (1e-4, 0.999, 32)
+            assert a.lr_warmup_steps == warmups[size][i]
+            assert a.topology_head_reduction == "mean" and a.text_encoder == "laion/CLIP-ViT-L-14-laion2B-s32B-b82K"
+            assert (a.recon_l1_weight, a.recon_l2_weight, a.perceptual_lpips) == (0.0, 1.0, "vgg")
+            assert a.perceptual_weight == (1.1, 1.1, 2.0)[i] and a.gradient_probe_steps == 50
+            assert a.model_overrides["spectral_filter_alpha"] is None
+            assert a.model_overrides["detach_topology_input"] is False
+            assert a.learning_rate * a.min_lr_ratio == pytest.approx((1e-5, 1e-5, 1e-6)[i])
+            assert (a.gan_weight > 0) == (i == 2)
+        s3 = stages[2]
+        assert (s3.gan_start_step, s3.gan_weight, s3.discriminator_lr, s3.lecam_decay) == (0, 0.5, 1e-4, 0.999)
+        cfg = MuseTokenizerConfig.from_preset(stages[0].model_preset, **stages[0].model_overrides)
+        assert cfg.grad_scale == 0.5 and cfg.detach_topology_input is False
+    tiny = load_stage_arguments(REPO / "configs/tokenizer/tiny.yaml", validate=False)
+    assert {a.topology_head_reduction for a in tiny} == {"per_head"} and {a.gradient_probe_steps for a in tiny} == {0}
+
+
+def test_gradient_probe_logs_the_three_pairs_and_a_missing_perceptual_term_is_announced(
+    tmp_path: Path, shapes_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from muse_hf.training.loop import train
+
+    cfg = _config(
+        tmp_path / "probe",
+        shapes_dir,
+        max_train_steps=2,
+        semantic_weight=0.5,
+        gradient_probe_steps=1,
+        perceptual_weight=1.0,
+        perceptual_model=str(tmp_path / "no-convnext-here"),
+    )
+    with caplog.at_level(logging.WARNING, logger="muse_hf"):
+        result = train(_stage(cfg))
+    notices = [r for r in caplog.records if "Perceptual term OFF" in r.getMessage()]
+    assert len(notices) == 1 and "no-convnext-here" in notices[0].getMessage()
+    for record in result.history:
+        assert "loss/perceptual" not in record  # the term is off, and says so; never a silent 0
+        for pair in ("semantic|reconstruction", "reconstruction|topology", "semantic|topology"):
+            assert math.isfinite(record[f"grad_cos/{pair}"]) and -1.0 <= record[f"grad_cos/{pair}"] <= 1.0

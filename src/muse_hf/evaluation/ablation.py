@@ -62,6 +62,7 @@ import yaml
 from torch import nn
 
 from muse_hf.training.tokenizer_task import TokenizerTask
+from muse_hf.validation import check_known_keys
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -308,6 +309,7 @@ def quick_settings(**overrides: Any) -> AblationSettings:
         "jobs": 2,
         "threads": 1,
     }
+    check_known_keys(overrides, {f.name for f in dataclasses.fields(AblationSettings)}, "quick_settings")
     values.update(overrides)
     return AblationSettings(**values)
 
@@ -331,6 +333,7 @@ def full_settings(**overrides: Any) -> AblationSettings:
         "jobs": 2,
         "threads": 1,
     }
+    check_known_keys(overrides, {f.name for f in dataclasses.fields(AblationSettings)}, "full_settings")
     values.update(overrides)
     return AblationSettings(**values)
 
@@ -450,8 +453,9 @@ class CosineProbeTask(TokenizerTask):
     """The tokenizer task plus a gradient-conflict probe every ``probe_every`` optimizer steps.
 
     The probe runs at the start of a step (before its forward), on a fixed batch of the evaluation split, with
-    ``muse_hf.evaluation.evaluate``'s gradient probe (eval mode, a fresh ``LogitScale``, reconstruction MSE+L1,
-    semantic NCE, topology KL against the structural teacher) over every tokenizer parameter made trainable for the
+    ``muse_hf.evaluation.evaluate.gradient_probe`` (eval mode, a fresh ``LogitScale``, reconstruction = pixel L2 in
+    [0, 1] space as the released hook, semantic NCE, topology KL against the structural teacher with the stage's
+    ``topology_head_reduction``) over every tokenizer parameter made trainable for the
     measurement. It uses ``torch.autograd.grad`` only (no ``.grad`` is written) under a forked RNG, so the training
     run is the same with or without it.
 
@@ -463,8 +467,9 @@ class CosineProbeTask(TokenizerTask):
             ``args.text_encoder``.
 
     Attributes:
-        cosine_history: One record per probe: ``{"step", "cosine", "groups": {group: {"a|b": cos}},
-            "group_share": ...}`` (``"reason"`` instead when the probe could not run).
+        cosine_history: One record per probe: ``{"step", "cosine", "pairs": {"a|b": cos} (the three probe pairs on
+            the blocks), "groups": {group: {"a|b": cos}}, "group_share": ...}`` (``"reason"`` instead when the probe
+            could not run).
     """
 
     def __init__(
@@ -538,25 +543,27 @@ class CosineProbeTask(TokenizerTask):
         Returns:
             The record appended.
         """
-        from muse_hf.evaluation.evaluate import _gradient_probe
+        from muse_hf.evaluation.evaluate import gradient_probe
 
         if self.tokenizer is None or self._probe_batch is None:
             raise RuntimeError("CosineProbeTask.probe() needs build() first.")
         with torch.random.fork_rng(devices=[]), _all_parameters_trainable(self.tokenizer):
-            full, headline, why = _gradient_probe(
+            full, headline, why = gradient_probe(
                 self.tokenizer,
                 self._probe_batch,
                 self.probe_text_embedder,
                 self._probe_teacher,
                 self.image_processor,
+                topology_head_reduction=self.args.topology_head_reduction,
             )
         record: dict[str, Any] = {"step": int(step), "cosine": headline}
         if full is not None:
             record["group"] = full.get("headline_group")
+            record["pairs"] = full["pairs"]  # semantic|reconstruction, reconstruction|topology, semantic|topology
             record["groups"] = full["cosine"]
             record["group_share"] = full["group_share"]
             record["norms"] = full["norms"]
-        else:
+        if why is not None and headline is None:
             record["reason"] = why
         self.cosine_history.append(record)
         return record

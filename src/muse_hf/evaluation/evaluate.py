@@ -43,7 +43,7 @@ from muse_hf.evaluation.report import (
 )
 from muse_hf.evaluation.segmentation import SEGMENTATION_METHOD, attention_segmentation, colour_segmentation
 
-__all__ = ["evaluate_tokenizer", "main", "measure_throughput"]
+__all__ = ["evaluate_tokenizer", "gradient_probe", "main", "measure_throughput"]
 
 logger = logging.getLogger(__name__)
 
@@ -325,19 +325,42 @@ def _probe(features: torch.Tensor, labels: torch.Tensor, seed: int) -> float | N
 # ------------------------------------------------------------------------------------- gradient probe
 
 
-def _gradient_probe(
+def gradient_probe(
     model: nn.Module,
     batch: Mapping[str, Any],
     text_embedder: Any,
     teacher: nn.Module | None,
     image_processor: Any,
+    topology_head_reduction: str = "per_head",
 ) -> tuple[dict[str, Any] | None, float | None, str | None]:
-    """Gradient-conflict probe on one batch: full result, headline cosine, reason when unavailable."""
+    """Gradient-conflict probe on one batch, comparable with the paper and the released training hook.
+
+    The objectives are measured as the released code defines them: reconstruction = pixel L2 in [0, 1] space
+    (``PanqiYang1/MUSE muse/losses/muse_loss.py:137-152``, its probe's ``rec_loss``), semantic = NCE with a fresh
+    logit scale, topology = KL against ``teacher`` (``topology_head_reduction`` as in training). Every pair of
+    :data:`muse_hf.objectives.PROBE_PAIRS` is reported on the synergistic blocks' parameters (``"shared_blocks"``,
+    the released hook's ``muse_blocks``): semantic/reconstruction (paper Table 4), reconstruction/topology (the
+    released stage-1 hook) and semantic/topology (stages 2-3); the per-group results are kept too.
+
+    Args:
+        model: A ``MuseTokenizerModel``; run in eval mode (no dropout), gradients only through ``autograd.grad``.
+        batch: ``{"pixel_values", "caption", "mask"?}``.
+        text_embedder: For the semantic loss (``None``: no semantic loss).
+        teacher: Structural teacher (``None``: no topology loss).
+        image_processor: The model's ``MuseImageProcessor`` (its mean/std take pixels back to [0, 1]).
+        topology_head_reduction: ``"mean"`` (released) or ``"per_head"``, see ``topology_alignment_loss``.
+
+    Returns:
+        ``(full, headline, reason)``: ``full`` holds ``"pairs"`` (``{"a|b": cosine or None}``), ``"headline_group"``
+        and the per-group cosines/norms/shares (``None`` with fewer than two objectives); ``headline`` is
+        cos(semantic, reconstruction) (``None`` without a semantic loss); ``reason`` says why something is missing.
+    """
     from muse_hf.objectives import (
         LogitScale,
         ReconstructionLoss,
         default_param_groups,
         gradient_conflict,
+        objective_pair_cosines,
         semantic_nce_loss,
         shared_block_parameters,
         topology_alignment_loss,
@@ -345,14 +368,20 @@ def _gradient_probe(
 
     device, dtype = _device_dtype(model)
     pv = batch["pixel_values"].to(device=device, dtype=dtype)
+    normalized = getattr(image_processor, "do_normalize", True)
+    recon_loss = ReconstructionLoss(
+        l2_weight=1.0,
+        l1_weight=0.0,
+        input_mean=list(image_processor.image_mean) if normalized else None,
+        input_std=list(image_processor.image_std) if normalized else None,
+    ).to(device)
     was_training = model.training
     model.eval()  # deterministic (no dropout); gradients still flow
+    reason = None
     try:
         with torch.enable_grad():
             out = model(pv, output_attentions=True, output_semantic=True)
-            losses: dict[str, torch.Tensor] = {
-                "reconstruction": ReconstructionLoss().to(device)(out.sample, pv)["loss"]
-            }
+            losses: dict[str, torch.Tensor] = {"reconstruction": recon_loss(out.sample, pv)["loss"]}
             if text_embedder is not None and out.semantic_embeds is not None:
                 text = torch.as_tensor(text_embedder.embed(batch["caption"])).to(
                     device=device, dtype=out.semantic_embeds.dtype
@@ -369,9 +398,13 @@ def _gradient_probe(
                 images01 = image_processor.to_unit_range(pv.float().cpu())
                 t_attn = _teacher_attention(teacher, batch, images01, _grid_of(out))
                 if t_attn is not None:
-                    losses["topology"] = topology_alignment_loss(out.attentions, t_attn.to(device))
+                    losses["topology"] = topology_alignment_loss(
+                        out.attentions, t_attn.to(device), head_reduction=topology_head_reduction
+                    )
             if "semantic" not in losses:
-                return None, None, "no semantic loss (no text embedder, or its dim differs from semantic_dim)"
+                reason = "no semantic loss (no text embedder, or its dim differs from semantic_dim)"
+            if len(losses) < 2:
+                return None, None, f"{reason}; only the {list(losses)} objective(s) could be measured"
             groups = dict(default_param_groups(model))
             shared = shared_block_parameters(model)
             if shared:
@@ -381,10 +414,9 @@ def _gradient_probe(
         model.train(was_training)
         model.zero_grad(set_to_none=True)
     group = "shared_blocks" if "shared_blocks" in result.cosine else next(iter(result.cosine))
-    headline = result.cosine[group].get(
-        ("semantic", "reconstruction"), result.cosine[group].get(("reconstruction", "semantic"))
-    )
-    return {"headline_group": group, **result.to_dict()}, headline, None
+    pairs = objective_pair_cosines(result, group)
+    headline = pairs["semantic|reconstruction"]
+    return {"headline_group": group, "pairs": pairs, **result.to_dict()}, headline, reason
 
 
 def _grid_of(out: Any) -> tuple[int, int]:
@@ -652,18 +684,21 @@ def evaluate_tokenizer(
     conflict: dict[str, Any] = {}
     if probe_gradients:
         probe_batch = {k: v[:gradient_probe_samples] for k, v in first_batch.items()}
+        reasons: dict[str, str | None] = {}
         for name, m in variants.items():
-            full, cos, why = _gradient_probe(m, probe_batch, text_embedder, teacher, image_processor)
+            full, cos, why = gradient_probe(m, probe_batch, text_embedder, teacher, image_processor)
             conflict[name] = full if full is not None else {"unavailable": why}
             conflict[name + "_headline"] = cos
+            reasons[name] = why
         headline = conflict.get("model_headline")
-        why = None if headline is not None else conflict["model"].get("unavailable", "not computed")
-        group = conflict["model"].get("headline_group") if headline is not None else None
+        why = None if headline is not None else (reasons.get("model") or "not computed")
+        group = conflict["model"].get("headline_group")
         metrics["gradient_cosine"] = metric_entry(
             headline,
             conflict.get("untrained_headline"),
             reason=why,
-            note=f"cos(semantic, reconstruction) on group {group!r}" if group else "",
+            note=f"cos(semantic, reconstruction) on group {group!r}; every pair under 'pairs'" if group else "",
+            pairs=conflict["model"].get("pairs"),
         )
         conflict = {k: v for k, v in conflict.items() if not k.endswith("_headline")}
     else:

@@ -3,12 +3,15 @@
 Both operators are the identity in the forward pass and only change the backward pass:
 
 * :class:`GradientScale` / :func:`grad_scale` multiply the incoming gradient by ``lambda_g``. The tokenizer
-  applies it to the backbone features so that the reconstruction/semantic gradients reaching the pretrained
-  InternViT are damped (authors' code: 0.5 in stages 1-2, 1.0 in stage 3).
+  applies it to the synergistic stack's output on the reconstruction branch, before the latent head, so that only
+  the reconstruction gradient reaching the blocks, the adapter and the backbone is damped, as the authors' released
+  code does (``PanqiYang1/MUSE muse/models/muse_vit.py:84-103, 408``; 0.5 in stages 1-2, 1.0 in stage 3). The
+  released code names this scalar multiplier ``spectral_filter``.
 * :class:`SpectralGradientFilter` / :func:`spectral_grad_filter` take the gradient of a ``(B, C, h, w)`` tensor
   over its ``(h, w)`` token grid into the frequency domain (``torch.fft.rfft2``), multiply every frequency whose
   normalised radius exceeds ``cutoff`` by ``alpha`` and transform back. Applied to the latents, it attenuates the
-  high-frequency part of the reconstruction gradient (paper: coefficient 0.1).
+  high-frequency part of the reconstruction gradient: this project's reading of the paper's appendix E.1
+  ("spectral gradient filtering", coefficient 0.1), which the released code does not contain.
 
 Both work under autocast (the FFT runs in float32 and the result is cast back to the gradient's dtype) and with
 batch size 1. ``lambda_g == 1`` and ``alpha == 1`` (or ``None``) short-circuit to the exact identity.

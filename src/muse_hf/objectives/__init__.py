@@ -20,17 +20,22 @@ _SUBMODULES: dict[str, list[str]] = {
     "gradients": [
         "GradientConflictResult",
         "GradientScale",
+        "PROBE_PAIRS",
         "SpectralGradientFilter",
+        "block_gradient_cosines",
         "default_param_groups",
         "grad_scale",
         "gradient_conflict",
+        "objective_pair_cosines",
         "shared_block_parameters",
         "soft_routing_penalty",
         "spectral_grad_filter",
     ],
     "reconstruction": [
+        "DEFAULT_CONVNEXT_CLASSIFIER",
         "DEFAULT_PERCEPTUAL_MODEL",
         "AdversarialLoss",
+        "LPIPSConvNeXtLoss",
         "LeCamEMA",
         "PatchDiscriminator",
         "PerceptualLoss",
@@ -38,6 +43,7 @@ _SUBMODULES: dict[str, list[str]] = {
         "adaptive_adversarial_weight",
         "hinge_d_loss",
         "hinge_g_loss",
+        "load_perceptual_loss",
     ],
     "semantic": [
         "CLIPTextEmbedder",
@@ -57,6 +63,7 @@ _SUBMODULES: dict[str, list[str]] = {
         "normalize_attention_rows",
     ],
     "topology": [
+        "HEAD_REDUCTIONS",
         "topology_alignment_loss",
     ],
 }

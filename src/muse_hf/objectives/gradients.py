@@ -6,6 +6,10 @@
   every pair of objectives and how each objective's gradient norm is shared (paper Figure 2, Table 4
   "Cos Sim"). It works on any ``nn.Module``; :func:`default_param_groups` gives the groups of a
   ``MuseTokenizerModel``.
+* :func:`objective_pair_cosines` / :func:`block_gradient_cosines` report the three pairs the paper and the
+  released code look at, on the synergistic blocks' parameters: semantic/reconstruction (paper Table 4),
+  reconstruction/topology (the released stage-1 hook) and semantic/topology (the released stages 2-3 hook,
+  ``PanqiYang1/MUSE muse/utils/train_utils.py:71-121, 1017-1025, 1136-1144``).
 * :func:`soft_routing_penalty` is the extra term of ``routing="soft"``: the squared cosine between two
   objectives' gradients on shared parameters, differentiable (``create_graph=True``).
 """
@@ -28,11 +32,22 @@ __all__ = [
     "grad_scale",
     "spectral_grad_filter",
     "GradientConflictResult",
+    "PROBE_PAIRS",
+    "block_gradient_cosines",
     "gradient_conflict",
+    "objective_pair_cosines",
     "default_param_groups",
     "shared_block_parameters",
     "soft_routing_penalty",
 ]
+
+# The objective pairs every probe reports, as "a|b" keys: the paper's Table 4 pair, then the released training
+# hook's stage-1 pair (train_utils.py:1017-1025) and stages 2-3 pair (train_utils.py:1136-1144).
+PROBE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("semantic", "reconstruction"),
+    ("reconstruction", "topology"),
+    ("semantic", "topology"),
+)
 
 # Group name -> regex over a synergistic block's parameter name *relative to the block*.
 _BLOCK_GROUP_PATTERNS: dict[str, str] = {
@@ -192,6 +207,47 @@ def gradient_conflict(
             for g, ps in groups.items()
         }
     return _summarise(grads, names, list(groups))
+
+
+def objective_pair_cosines(result: GradientConflictResult, group: str) -> dict[str, float | None]:
+    """The :data:`PROBE_PAIRS` cosines of one group of a :func:`gradient_conflict` result.
+
+    Args:
+        result: a :class:`GradientConflictResult`.
+        group: the group to read (e.g. ``"shared_blocks"``).
+
+    Returns:
+        ``{"semantic|reconstruction": ..., "reconstruction|topology": ..., "semantic|topology": ...}``; a pair whose
+        objectives were not both measured is ``None``.
+    """
+    if group not in result.cosine:
+        raise ValueError(f"group {group!r} was not probed; groups: {sorted(result.cosine)}.")
+    measured = set(result.norms[group])
+    return {
+        f"{a}|{b}": (result.cos(group, a, b) if a in measured and b in measured else None) for a, b in PROBE_PAIRS
+    }
+
+
+def block_gradient_cosines(model: nn.Module, losses: Mapping[str, torch.Tensor]) -> dict[str, float | None]:
+    """Cosines of the objectives' gradients over the trainable synergistic-block parameters, every probe pair.
+
+    The released hook's measurement (``PanqiYang1/MUSE muse/utils/train_utils.py:71-121``: the gradients of two
+    losses over the trainable parameters of ``muse_blocks``, flattened, cosine), for all :data:`PROBE_PAIRS` at
+    once. Uses ``torch.autograd.grad`` only: nothing is written to ``.grad`` and the graph stays usable.
+
+    Args:
+        model: a ``MuseTokenizerModel`` (its ``blocks`` / ``recon_blocks``).
+        losses: objective name (``"semantic"``, ``"reconstruction"``, ``"topology"``) -> scalar loss; at least two.
+
+    Returns:
+        ``{"a|b": cosine or None}`` for every pair of :data:`PROBE_PAIRS` (``None`` where a loss is missing).
+    """
+    params = shared_block_parameters(model)
+    if not params:
+        raise ValueError("block_gradient_cosines: the model has no trainable synergistic-block parameters.")
+    known = {name: loss for name, loss in losses.items() if name in {n for pair in PROBE_PAIRS for n in pair}}
+    result = gradient_conflict(model, known, {"blocks": params})
+    return objective_pair_cosines(result, "blocks")
 
 
 def _block_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -1,8 +1,15 @@
-"""Reconstruction objective (paper §5.1, stage 3): pixel L2 + L1, a perceptual term, and a hinge GAN with LeCam.
+"""Reconstruction objective (paper §5.1; the authors' ``MUSE_Loss``): pixel L2 (+ L1) and a perceptual term in
+[0, 1] pixel space, and a hinge GAN with LeCam.
 
-* :class:`ReconstructionLoss` - weighted L2 + L1 (+ :class:`PerceptualLoss` when ``perceptual_weight > 0``).
-* :class:`PerceptualLoss` - distance between unit-normalised feature maps of a frozen transformers vision
-  model loaded by id/path (e.g. ConvNeXt ``facebook/convnext-tiny-224``), several stages averaged.
+* :class:`ReconstructionLoss` - weighted L2 + L1 + perceptual, all on images brought back to [0, 1] (the
+  released ``PanqiYang1/MUSE muse/losses/muse_loss.py:137-164`` un-normalises inputs and reconstructions and
+  clamps both to [0, 1] before every term).
+* :class:`LPIPSConvNeXtLoss` - the released perceptual term ``lpips-convnext_s-1.0-0.1``
+  (``muse/models/perceptual_loss.py``): ``(1.0 * LPIPS-VGG + 0.1 * MSE of ConvNeXt-S ImageNet logits) / 1.1``.
+  :func:`load_perceptual_loss` builds it or, when its networks are not on this machine, logs one line and
+  returns ``None`` (the term is then off, never a silent zero).
+* :class:`PerceptualLoss` - an alternative: distance between unit-normalised feature maps of a frozen
+  transformers vision model loaded by id/path (e.g. ConvNeXt ``facebook/convnext-tiny-224``), stages averaged.
 * :class:`PatchDiscriminator` - PatchGAN (pix2pix/VQGAN style), spectral norm optional.
 * :func:`hinge_d_loss`, :func:`hinge_g_loss`, :class:`LeCamEMA` (LeCam regulariser, Tseng et al. 2021).
 * :class:`AdversarialLoss` - ties them together: off before ``start_step``, optional VQGAN adaptive weight.
@@ -11,8 +18,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +30,8 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 __all__ = [
     "ReconstructionLoss",
+    "LPIPSConvNeXtLoss",
+    "load_perceptual_loss",
     "PerceptualLoss",
     "PatchDiscriminator",
     "hinge_d_loss",
@@ -29,9 +40,223 @@ __all__ = [
     "AdversarialLoss",
     "adaptive_adversarial_weight",
     "DEFAULT_PERCEPTUAL_MODEL",
+    "DEFAULT_CONVNEXT_CLASSIFIER",
 ]
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_PERCEPTUAL_MODEL = "facebook/convnext-tiny-224"
+# The released term uses torchvision's ConvNeXt-S ImageNet classifier (perceptual_loss.py:36-39); this is the
+# transformers port of the original ConvNeXt-S ImageNet-1k classifier (same architecture, other training run).
+DEFAULT_CONVNEXT_CLASSIFIER = "facebook/convnext-small-224"
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)  # PanqiYang1/MUSE muse/models/perceptual_loss.py:9-10
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_LPIPS_WEIGHTS = {"vgg": "VGG16_Weights", "alex": "AlexNet_Weights", "squeeze": "SqueezeNet1_1_Weights"}
+
+
+def _hub_unavailable(model_id_or_path: str, hub_kwargs: dict) -> bool:
+    """True when ``model_id_or_path`` is neither a local folder nor cached while working offline."""
+    import huggingface_hub
+
+    if os.path.isdir(model_id_or_path):
+        return False
+    if not (hub_kwargs.get("local_files_only") or huggingface_hub.constants.HF_HUB_OFFLINE):
+        return False
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(
+            model_id_or_path, "config.json", cache_dir=hub_kwargs.get("cache_dir"), revision=hub_kwargs.get("revision")
+        )
+    except ValueError:  # not a repo id (e.g. a missing local path)
+        return True
+    return not isinstance(cached, str)
+
+
+def _load_lpips(net: str) -> nn.Module:
+    """torchmetrics' LPIPS network (the linear heads ship with torchmetrics) on torchvision's ImageNet backbone.
+
+    Never downloads: the backbone weights must already be in torch's hub cache.
+
+    Raises:
+        OSError: one line naming what is missing and how to get it.
+    """
+    if net not in _LPIPS_WEIGHTS:
+        raise ValueError(f"LPIPS network must be one of {sorted(_LPIPS_WEIGHTS)}, got {net!r}.")
+    try:
+        import torchvision
+    except ImportError as err:
+        raise OSError(
+            f"LPIPS-{net} needs torchvision (not installed): `pip install torchvision`, with its ImageNet {net} "
+            "weights in torch's hub cache."
+        ) from err
+    import torch.hub
+
+    url = getattr(torchvision.models, _LPIPS_WEIGHTS[net]).DEFAULT.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if not cached.is_file():
+        raise OSError(
+            f"LPIPS-{net} needs torchvision's ImageNet backbone weights at {cached} (not there; nothing is downloaded "
+            f"here): fetch {url} where there is network and copy it there (or set TORCH_HOME)."
+        )
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    return _LPIPSNetwork(LearnedPerceptualImagePatchSimilarity(net_type=net, normalize=True).net)
+
+
+class _LPIPSNetwork(nn.Module):
+    """torchmetrics' LPIPS network called on [0, 1] images (it rescales them to [-1, 1] itself)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, prediction01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
+        return self.net(prediction01, target01, normalize=True)  # (B, 1, 1, 1)
+
+
+class LPIPSConvNeXtLoss(nn.Module):
+    """The released perceptual term ``lpips-convnext_s-{w_lpips}-{w_convnext}``.
+
+    ``(w_lpips * LPIPS(pred, target) + w_convnext * MSE(ConvNeXt(pred), ConvNeXt(target))) / (w_lpips + w_convnext)``
+    as in ``PanqiYang1/MUSE muse/models/perceptual_loss.py:41-89`` (weights 1.0 / 0.1 there): LPIPS-VGG on the
+    images as they are, the ConvNeXt term on the ImageNet classifier's logits after an antialiased bilinear
+    resize to 224 and ImageNet normalisation (``perceptual_loss.py:75-80``). A part whose weight is 0 is not
+    loaded. Every network is frozen and stays in eval mode.
+
+    Args:
+        convnext_model: transformers ``*ForImageClassification`` checkpoint (id or folder) with ImageNet logits,
+            default ``facebook/convnext-small-224`` (the released code: torchvision's ConvNeXt-S), or a module
+            mapping normalised ``(B, 3, 224, 224)`` images to logits (an object with ``.logits`` or a tensor).
+        lpips: ``"vgg"`` (released), ``"alex"`` or ``"squeeze"`` for torchmetrics' LPIPS on torchvision's
+            ImageNet backbone (must already be in torch's hub cache: nothing is downloaded), or a module
+            ``(pred, target) -> distances`` taking [0, 1] images.
+        lpips_weight: ``w_lpips`` (released 1.0).
+        convnext_weight: ``w_convnext`` (released 0.1).
+        resize: ConvNeXt input size (released 224).
+        **hub_kwargs: forwarded to ``from_pretrained`` (``revision``, ``cache_dir``, ``local_files_only``).
+
+    Raises:
+        OSError: a needed network cannot be loaded; one line per missing part, saying how to get it.
+    """
+
+    def __init__(
+        self,
+        convnext_model: str | os.PathLike | nn.Module | None = DEFAULT_CONVNEXT_CLASSIFIER,
+        lpips: str | nn.Module | None = "vgg",
+        lpips_weight: float = 1.0,
+        convnext_weight: float = 0.1,
+        resize: int = 224,
+        **hub_kwargs,
+    ) -> None:
+        super().__init__()
+        if min(lpips_weight, convnext_weight) < 0 or lpips_weight + convnext_weight <= 0:
+            raise ValueError(
+                "lpips_weight and convnext_weight must be >= 0 with a positive sum, "
+                f"got {lpips_weight}, {convnext_weight}."
+            )
+        self.lpips_weight, self.convnext_weight, self.resize = float(lpips_weight), float(convnext_weight), int(resize)
+        problems: list[str] = []
+        self.lpips: nn.Module | None = None
+        if self.lpips_weight > 0:
+            if isinstance(lpips, nn.Module):
+                self.lpips = lpips
+            elif lpips is None:
+                problems.append("lpips_weight > 0 but no LPIPS network was given (lpips=None)")
+            else:
+                try:
+                    self.lpips = _load_lpips(str(lpips))
+                except OSError as err:
+                    problems.append(str(err))
+        self.convnext: nn.Module | None = None
+        if self.convnext_weight > 0:
+            if isinstance(convnext_model, nn.Module):
+                self.convnext = convnext_model
+            else:
+                try:
+                    name = str(convnext_model or DEFAULT_CONVNEXT_CLASSIFIER)
+                    self.convnext = self._load_classifier(name, hub_kwargs)
+                except OSError as err:
+                    problems.append(str(err))
+        if problems:
+            raise OSError("; ".join(problems))
+        for part in (self.lpips, self.convnext):
+            if part is not None:
+                part.eval().requires_grad_(False)
+        self.register_buffer("image_mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("image_std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), False)
+
+    @staticmethod
+    def _load_classifier(name: str, hub_kwargs: dict) -> nn.Module:
+        import transformers
+
+        repo = name if "/" in name and not os.path.isabs(name) else DEFAULT_CONVNEXT_CLASSIFIER
+        hint = (
+            f"the ConvNeXt classifier {name!r} is not on this machine: `hf download {repo} --local-dir "
+            "weights/convnext` where there is network and pass that folder as perceptual_model"
+        )
+        if _hub_unavailable(name, hub_kwargs):
+            raise OSError(hint)
+        try:
+            model, info = transformers.AutoModelForImageClassification.from_pretrained(
+                name, output_loading_info=True, **hub_kwargs
+            )
+        except (OSError, ValueError) as err:
+            raise OSError(f"{hint} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:
+            raise OSError(
+                f"{name!r} has no trained classification head (missing {missing[:2]}); the released term "
+                "compares ImageNet logits: pass a *ForImageClassification checkpoint such as "
+                f"{DEFAULT_CONVNEXT_CLASSIFIER}"
+            )
+        return model
+
+    def train(self, mode: bool = True) -> LPIPSConvNeXtLoss:
+        """The feature networks always stay in eval mode (released ``perceptual_loss.py:62``)."""
+        super().train(False)
+        return self
+
+    def _logits(self, images01: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(images01, size=self.resize, mode="bilinear", align_corners=False, antialias=True)
+        out = self.convnext((x - self.image_mean) / self.image_std)
+        return out.logits if hasattr(out, "logits") else out
+
+    def forward(self, prediction01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
+        """Perceptual distance of ``(B, 3, H, W)`` images in [0, 1] (gradients flow through ``prediction01``).
+
+        Returns:
+            Scalar loss.
+        """
+        pred, tgt = prediction01.float(), target01.float()
+        total = pred.new_zeros(())
+        if self.lpips is not None:
+            total = total + self.lpips_weight * self.lpips(pred, tgt).mean()
+        if self.convnext is not None:
+            with torch.no_grad():
+                tgt_logits = self._logits(tgt)
+            total = total + self.convnext_weight * F.mse_loss(self._logits(pred), tgt_logits)
+        return total / (self.lpips_weight + self.convnext_weight)
+
+
+def load_perceptual_loss(
+    convnext_model: str | os.PathLike | nn.Module | None = DEFAULT_CONVNEXT_CLASSIFIER,
+    lpips: str | nn.Module | None = "vgg",
+    lpips_weight: float = 1.0,
+    convnext_weight: float = 0.1,
+    **hub_kwargs,
+) -> LPIPSConvNeXtLoss | None:
+    """:class:`LPIPSConvNeXtLoss`, or ``None`` with one logged warning line when its networks cannot be loaded.
+
+    Training uses this so that a machine without the perceptual networks (offline, no torchvision) trains with the
+    term visibly off rather than failing or silently adding zero.
+
+    Returns:
+        The loss module, or ``None``.
+    """
+    try:
+        return LPIPSConvNeXtLoss(convnext_model, lpips, lpips_weight, convnext_weight, **hub_kwargs)
+    except OSError as err:
+        logger.warning("Perceptual term OFF (its networks cannot be loaded): %s", " ".join(str(err).split()))
+        return None
 
 
 class PerceptualLoss(nn.Module):
@@ -129,19 +354,26 @@ class PerceptualLoss(nn.Module):
 
 
 class ReconstructionLoss(nn.Module):
-    """Pixel reconstruction loss: ``l2_weight * MSE + l1_weight * L1 + perceptual_weight * perceptual``.
+    """Pixel reconstruction loss in [0, 1] pixel space: ``l2_weight * MSE + l1_weight * L1 + perceptual_weight * P``.
+
+    As the authors' ``MUSE_Loss`` (``PanqiYang1/MUSE muse/losses/muse_loss.py:137-164``): both the reconstruction
+    and the target are taken back to [0, 1] with the image processor's mean/std (``x * std + mean``) and clamped to
+    [0, 1] before every term (the clamp also stops the gradient of pixels the decoder pushes past 0 or 1, as there).
+    The released stages use L2 only (``reconstruction_loss: "l2"``) plus the perceptual term.
 
     Args:
         l2_weight: weight of the mean squared error.
         l1_weight: weight of the mean absolute error.
-        perceptual_weight: weight of :class:`PerceptualLoss` (0 = off, the embedded default; the authors'
-            stage 3 uses 2.0).
-        perceptual_model: id/path of the perceptual network (``None`` = ``DEFAULT_PERCEPTUAL_MODEL``) or a
-            ready :class:`PerceptualLoss`. Only loaded when ``perceptual_weight > 0``.
-        input_mean: per-channel mean the inputs were normalised with (the image processor's ``image_mean``);
-            used to bring them to [0, 1] for the perceptual network. ``None`` = inputs already in [0, 1].
+        perceptual_weight: weight of the perceptual term (0 = off; released: 1.1 in stages 1-2, 2.0 in stage 3).
+        perceptual_model: a ready perceptual module called on [0, 1] images (e.g. from
+            :func:`load_perceptual_loss`, or a :class:`PerceptualLoss`), or the id/path of the ConvNeXt classifier of
+            an :class:`LPIPSConvNeXtLoss` built here (``None``: ``DEFAULT_CONVNEXT_CLASSIFIER``). Only used when
+            ``perceptual_weight > 0``.
+        input_mean: per-channel mean the inputs were normalised with (the image processor's ``image_mean``).
+            ``None`` = inputs already in [0, 1].
         input_std: per-channel std likewise.
-        **perceptual_kwargs: forwarded to :class:`PerceptualLoss` (``layers``, hub kwargs).
+        **perceptual_kwargs: forwarded to :class:`LPIPSConvNeXtLoss` (``lpips``, ``lpips_weight``,
+            ``convnext_weight``, hub kwargs).
     """
 
     def __init__(
@@ -149,7 +381,7 @@ class ReconstructionLoss(nn.Module):
         l2_weight: float = 1.0,
         l1_weight: float = 1.0,
         perceptual_weight: float = 0.0,
-        perceptual_model: str | os.PathLike | PerceptualLoss | None = None,
+        perceptual_model: str | os.PathLike | nn.Module | None = None,
         input_mean: Sequence[float] | None = None,
         input_std: Sequence[float] | None = None,
         **perceptual_kwargs,
@@ -162,44 +394,51 @@ class ReconstructionLoss(nn.Module):
             float(l1_weight),
             float(perceptual_weight),
         )
-        self.perceptual: PerceptualLoss | None = None
+        self.perceptual: nn.Module | None = None
         if self.perceptual_weight > 0:
-            if isinstance(perceptual_model, PerceptualLoss):
+            if isinstance(perceptual_model, nn.Module):
                 self.perceptual = perceptual_model
             else:
-                self.perceptual = PerceptualLoss(
-                    perceptual_model or DEFAULT_PERCEPTUAL_MODEL, **perceptual_kwargs
+                self.perceptual = LPIPSConvNeXtLoss(
+                    perceptual_model or DEFAULT_CONVNEXT_CLASSIFIER, **perceptual_kwargs
                 )
         mean = torch.tensor(input_mean if input_mean is not None else (0.0, 0.0, 0.0), dtype=torch.float32)
         std = torch.tensor(input_std if input_std is not None else (1.0, 1.0, 1.0), dtype=torch.float32)
         self.register_buffer("input_mean", mean.view(1, 3, 1, 1), False)
         self.register_buffer("input_std", std.view(1, 3, 1, 1), False)
 
+    def to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(B, 3, H, W)`` images -> [0, 1] (``x * std + mean``, clamped), in float32.
+
+        Released ``muse_loss.py:139-146`` (there: ImageNet mean/std for inputs, ``(x + 1) / 2`` for the tanh-range
+        decoder output; here the decoder predicts the processor's space, so both use its mean/std).
+        """
+        return (images.float() * self.input_std + self.input_mean).clamp(0.0, 1.0)
+
     def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Computes the loss terms.
 
         Args:
-            reconstruction: ``(B, 3, H, W)`` decoder output, in the same pixel space as ``target``.
+            reconstruction: ``(B, 3, H, W)`` decoder output, in the same (normalised) pixel space as ``target``.
             target: ``(B, 3, H, W)`` input images.
 
         Returns:
-            ``{"loss": weighted total, "l2": MSE, "l1": L1, "perceptual": perceptual (0 when off)}``, scalars.
+            ``{"loss": weighted total, "pixel": weighted L2 + L1 (the released probe's "rec_loss"), "l2": MSE,
+            "l1": L1, "perceptual": perceptual (0 when off)}``, scalars, all in [0, 1] pixel space.
         """
         if reconstruction.shape != target.shape:
             raise ValueError(
                 f"reconstruction {tuple(reconstruction.shape)} and target {tuple(target.shape)} must have the same shape."
             )
-        rec, tgt = reconstruction.float(), target.float()
-        l2 = F.mse_loss(rec, tgt)
-        l1 = F.l1_loss(rec, tgt)
+        rec, tgt = self.to_unit_range(reconstruction), self.to_unit_range(target)
+        l2 = F.mse_loss(rec, tgt)  # released muse_loss.py:151-152
+        l1 = F.l1_loss(rec, tgt)  # released muse_loss.py:149-150 (reconstruction_loss: "l1")
         perceptual = rec.new_zeros(())
         if self.perceptual is not None:
-            perceptual = self.perceptual(
-                (rec * self.input_std + self.input_mean).clamp(0, 1),
-                (tgt * self.input_std + self.input_mean).clamp(0, 1),
-            )
-        total = self.l2_weight * l2 + self.l1_weight * l1 + self.perceptual_weight * perceptual
-        return {"loss": total, "l2": l2, "l1": l1, "perceptual": perceptual}
+            perceptual = self.perceptual(rec, tgt)  # released muse_loss.py:163 (on the clamped [0, 1] images)
+        pixel = self.l2_weight * l2 + self.l1_weight * l1
+        total = pixel + self.perceptual_weight * perceptual
+        return {"loss": total, "pixel": pixel, "l2": l2, "l1": l1, "perceptual": perceptual}
 
 
 class PatchDiscriminator(nn.Module):
@@ -276,10 +515,10 @@ class LeCamEMA(nn.Module):
     the real EMA, and grows as the discriminator's outputs drift apart.
 
     Args:
-        decay: EMA decay per update.
+        decay: EMA decay per update (released ``muse_loss.py:66``: 0.999).
     """
 
-    def __init__(self, decay: float = 0.99) -> None:
+    def __init__(self, decay: float = 0.999) -> None:  # released muse_loss.py:66
         super().__init__()
         if not 0 <= decay < 1:
             raise ValueError(f"decay must be in [0, 1), got {decay}.")
@@ -359,7 +598,7 @@ class AdversarialLoss(nn.Module):
         weight: generator loss weight (paper: 0.1; authors' code: 0.5).
         adaptive: multiply by VQGAN's adaptive weight (needs ``reconstruction_loss`` and ``last_layer``).
         lecam_weight: weight of the LeCam regulariser in the discriminator loss (0 = off).
-        lecam_decay: EMA decay of the LeCam statistics.
+        lecam_decay: EMA decay of the LeCam statistics (released: 0.999).
         max_adaptive_weight: clamp of the adaptive weight.
     """
 
@@ -370,7 +609,7 @@ class AdversarialLoss(nn.Module):
         weight: float = 0.1,
         adaptive: bool = False,
         lecam_weight: float = 0.0,
-        lecam_decay: float = 0.99,
+        lecam_decay: float = 0.999,  # released muse_loss.py:66
         max_adaptive_weight: float = 1e4,
     ) -> None:
         super().__init__()

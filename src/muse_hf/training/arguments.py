@@ -324,12 +324,25 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
     reconstruction_weight: float = 1.0
     recon_l1_weight: float = 1.0
     recon_l2_weight: float = 1.0
+    """Pixel L1/L2 weights; both terms are computed in [0, 1] pixel space (released muse_loss.py:137-152)."""
     perceptual_weight: float = 0.0
+    """Weight of the released LPIPS + ConvNeXt term (authors: 1.1 in stages 1-2, 2.0 in stage 3). When its networks
+    cannot be loaded the stage logs one line and trains with the term off."""
     perceptual_model: str | None = None
+    """ConvNeXt ImageNet classifier (id or folder) of the perceptual term, e.g. facebook/convnext-small-224."""
+    perceptual_lpips: str | None = "vgg"
+    """LPIPS backbone of the perceptual term (torchmetrics; torchvision weights from torch's hub cache): vgg
+    (released), alex, squeeze, or null for none (then perceptual_lpips_weight must be 0)."""
+    perceptual_lpips_weight: float = 1.0
+    """Released ``lpips-convnext_s-1.0-0.1``: LPIPS weight inside the perceptual term."""
+    perceptual_convnext_weight: float = 0.1
+    """Released ``lpips-convnext_s-1.0-0.1``: ConvNeXt-logit MSE weight inside the perceptual term."""
     gan_weight: float = 0.0
     gan_start_step: int = 0
     gan_adaptive_weight: bool = False
     lecam_weight: float = 0.0
+    lecam_decay: float = 0.999
+    """EMA decay of the LeCam logit statistics (released muse_loss.py:66)."""
     discriminator_lr: float | None = None
     """Discriminator learning rate (None: learning_rate)."""
     discriminator_channels: int = 64
@@ -340,6 +353,9 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
     """``mask_affinity`` (offline default, needs instance masks) or a ViT checkpoint for StructuralTeacher
     (e.g. facebook/dinov3-vith16plus-pretrain-lvd1689m)."""
     teacher_layers: list[int] = field(default_factory=lambda: [-1])
+    topology_head_reduction: Literal["mean", "per_head"] = "mean"
+    """``mean``: KL between the teacher and the head-averaged student map (released muse_vit.py:491-496);
+    ``per_head``: one KL per student head, averaged (the paper's eq. 4 wording)."""
     text_encoder: str | None = None
     """None: the packaged all-MiniLM-L6-v2; else a CLIP/SigLIP/sentence-transformers id or path."""
     logit_scale_init: float = 1.0 / 0.07
@@ -349,8 +365,11 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
     image_column: str | None = None
     caption_column: str | None = None
 
-    # --- final evaluation ---
+    # --- final evaluation / monitoring ---
     evaluate_at_end: bool = False
+    gradient_probe_steps: int = 0
+    """Every this many optimizer steps, log the cosines between the objectives' gradients on the synergistic
+    blocks (``grad_cos/<a>|<b>``; the released training hook does this every log step). 0 = off."""
 
     def validate(self, produced_by_earlier_stage: frozenset[str] = frozenset()) -> None:  # noqa: D102
         super().validate(produced_by_earlier_stage)
@@ -363,6 +382,9 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
             "perceptual_weight": self.perceptual_weight,
             "gan_weight": self.gan_weight,
             "lecam_weight": self.lecam_weight,
+            "perceptual_lpips_weight": self.perceptual_lpips_weight,
+            "perceptual_convnext_weight": self.perceptual_convnext_weight,
+            "gradient_probe_steps": self.gradient_probe_steps,
         }
         for name, value in weights.items():
             if value < 0:
@@ -375,8 +397,23 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
             raise ValueError(
                 "gan_weight > 0 needs reconstruction_weight > 0 (the GAN acts on reconstructions)."
             )
-        if self.perceptual_weight > 0 and not self.perceptual_model:
-            raise ValueError("perceptual_weight > 0 needs perceptual_model (a vision backbone id or path).")
+        if self.perceptual_weight > 0:
+            if self.perceptual_lpips_weight + self.perceptual_convnext_weight <= 0:
+                raise ValueError(
+                    "perceptual_weight > 0 needs perceptual_lpips_weight or perceptual_convnext_weight > 0."
+                )
+            if self.perceptual_convnext_weight > 0 and not self.perceptual_model:
+                raise ValueError(
+                    "perceptual_weight > 0 needs perceptual_model (a ConvNeXt ImageNet classifier id or path, e.g. "
+                    "facebook/convnext-small-224), or perceptual_convnext_weight 0."
+                )
+            if self.perceptual_lpips_weight > 0 and self.perceptual_lpips not in ("vgg", "alex", "squeeze"):
+                raise ValueError(
+                    f"perceptual_lpips={self.perceptual_lpips!r}: choose vgg (released), alex or squeeze, or set "
+                    "perceptual_lpips_weight 0."
+                )
+        if not 0.0 <= self.lecam_decay < 1.0:
+            raise ValueError(f"lecam_decay must be in [0, 1), got {self.lecam_decay}.")
         if self.backbone_lr_multiplier <= 0:
             raise ValueError(f"backbone_lr_multiplier must be > 0, got {self.backbone_lr_multiplier}.")
         if self.gan_start_step < 0:

@@ -55,3 +55,10 @@ def test_vision_features_shape_is_checked(offline_env) -> None:
         assert "vision_features" in str(err)
     else:  # pragma: no cover - the assertion below reports it
         raise AssertionError("a mis-shaped vision_features was accepted")
+
+
+def test_preset_image_size_wins_over_the_offline_default(offline_env) -> None:
+    model = MuseTokenizerModel.from_pretrained_components("dinov2-s-offline", preset="tiny-dinov2")
+    assert model.config.image_size == 112 and model.config.latent_grid == (8, 8)
+    model = MuseTokenizerModel.from_pretrained_components("dinov2-s-offline", preset="tiny-dinov2", image_size=224)
+    assert model.config.image_size == 224

@@ -35,7 +35,7 @@ from transformers import InternVLConfig, InternVLVisionConfig, InternVLVisionMod
 from transformers.utils import ModelOutput
 
 from ..validation import check_pipeline_component, corrupt_weights_error
-from .configuration_muse import MuseTokenizerConfig, _autoencoder_dc_params
+from .configuration_muse import PRESETS, MuseTokenizerConfig, _autoencoder_dc_params
 from .grad_ops import GradientScale, SpectralGradientFilter
 from .offline_weights import OFFLINE_IMAGE_SIZE, OFFLINE_MODELS, resolve_pretrained
 from .synergistic import RotaryEmbedding2D, SynergisticBlock, pixel_unshuffle_tokens
@@ -606,6 +606,9 @@ class MuseTokenizerModel(MusePreTrainedModel):
             The model, with the tower's weights in ``vision_model`` (and, for ``replace_last``, its last layers in
             the blocks) and the autoencoder's decoder weights in ``decoder``.
         """
+        # image_size: an explicit override, else the preset's, else (offline weights) 224, else the checkpoint's
+        if "image_size" not in overrides and PRESETS.get(preset, {}).get("image_size") is not None:
+            overrides["image_size"] = PRESETS[preset]["image_size"]
         if os.fspath(vision) in OFFLINE_MODELS:
             # its 37x37 position grid (518 px) is not a multiple of 2 x patch; InternVL resizes it to any grid
             overrides.setdefault("image_size", OFFLINE_IMAGE_SIZE[os.fspath(vision)])

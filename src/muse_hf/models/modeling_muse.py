@@ -606,12 +606,11 @@ class MuseTokenizerModel(MusePreTrainedModel):
             The model, with the tower's weights in ``vision_model`` (and, for ``replace_last``, its last layers in
             the blocks) and the autoencoder's decoder weights in ``decoder``.
         """
-        # image_size: an explicit override, else the preset's, else (offline weights) 224, else the checkpoint's
-        if "image_size" not in overrides and PRESETS.get(preset, {}).get("image_size") is not None:
-            overrides["image_size"] = PRESETS[preset]["image_size"]
         if os.fspath(vision) in OFFLINE_MODELS:
-            # its 37x37 position grid (518 px) is not a multiple of 2 x patch; InternVL resizes it to any grid
-            overrides.setdefault("image_size", OFFLINE_IMAGE_SIZE[os.fspath(vision)])
+            # its 37x37 position grid (518 px) is not a multiple of 2 x patch; InternVL resizes it to any grid:
+            # an explicit image_size, else the preset's, else 224
+            default = PRESETS.get(preset, {}).get("image_size") or OFFLINE_IMAGE_SIZE[os.fspath(vision)]
+            overrides.setdefault("image_size", default)
             vision = resolve_pretrained(vision, architecture="internvl_vision")
         vision_config, vision_state = _load_internvl_vision(vision, revision=revision)
         overrides.setdefault("image_size", list(vision_config.image_size))

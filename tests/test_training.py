@@ -501,7 +501,12 @@ def test_paper_presets_load_with_the_released_values() -> None:
         cfg = MuseTokenizerConfig.from_preset(stages[0].model_preset, **stages[0].model_overrides)
         assert cfg.grad_scale == 0.5 and cfg.detach_topology_input is False
     tiny = load_stage_arguments(REPO / "configs/tokenizer/tiny.yaml", validate=False)
-    assert {a.topology_head_reduction for a in tiny} == {"per_head"} and {a.gradient_probe_steps for a in tiny} == {0}
+    assert {a.topology_head_reduction for a in tiny} == {"mean"} and {a.gradient_probe_steps for a in tiny} == {0}
+    assert {a.teacher for a in tiny} == {"dinov2-s-offline"} and {a.model_preset for a in tiny} == {"tiny-dinov2"}
+    scratch = load_stage_arguments(REPO / "configs/tokenizer/tiny-scratch.yaml", validate=False)
+    assert {a.topology_head_reduction for a in scratch} == {"per_head"} and {a.teacher for a in scratch} == {
+        "mask_affinity"
+    }
 
 
 def test_gradient_probe_logs_the_three_pairs_and_a_missing_perceptual_term_is_announced(

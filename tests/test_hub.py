@@ -35,7 +35,10 @@ METRICS = {
     "metrics": {
         "psnr": {"value": 27.25, "status": "ok", "untrained": 11.5, "baseline": 21.75, "reason": None},
         "ssim": {"value": 0.8125, "status": "ok", "untrained": 0.05, "baseline": 0.7, "reason": None},
-        "rfid": {"value": None, "status": "unavailable", "reason": "Inception weights are not on this machine"},
+        "rfid": {"value": 123.25, "status": "ok", "untrained": 410.5, "baseline": 260.75, "reason": None,
+                 "num_samples": 64},
+        "linear_probe_accuracy": {"value": None, "status": "unavailable", "reason": "the data has no labels"},
+        "geneval_roundtrip": {"value": 0.5, "status": "ok", "untrained": 0.0, "baseline": 0.25, "ceiling": 1.0},
         "zero_shot_accuracy": {"value": 0.84375, "status": "ok", "untrained": 0.1, "baseline": 0.12},
         "attention_miou": {"value": 0.9, "status": "ok"},
         "encode_throughput": {"value": 250.0, "status": "ok"},
@@ -92,7 +95,9 @@ def test_tokenizer_card_metadata_and_eval_results(tokenizer_dir: Path) -> None:
     assert by_metric[("image-to-image", "ssim")].metric_value == pytest.approx(0.8125)
     assert by_metric[("zero-shot-image-classification", "accuracy")].metric_value == pytest.approx(0.84375)
     assert by_metric[("image-segmentation", "mean_iou")].metric_value == pytest.approx(0.9)
-    assert not any(r.metric_type in ("fid", "encode_throughput") for r in data.eval_results)
+    assert by_metric[("image-to-image", "fid")].metric_value == pytest.approx(123.25)
+    # throughput and the round trip on the GenEval-style renders (not the evaluation data) stay in the body
+    assert not any(r.metric_type in ("encode_throughput", "geneval_roundtrip") for r in data.eval_results)
     assert all(r.dataset_split == "validation" for r in data.eval_results)
     # the model-index YAML converts back to the same EvalResults (huggingface_hub's own parser)
     name, parsed = model_index_to_eval_results(data.to_dict()["model-index"])
@@ -103,7 +108,9 @@ def test_tokenizer_card_metadata_and_eval_results(tokenizer_dir: Path) -> None:
     text = card.text
     assert "| Latent | 8 channels x 4x4 (compression 8x) |" in text
     assert "| PSNR (dB) | 27.25 | 11.50 | 21.75 |" in text
-    assert "rFID: Inception weights are not on this machine" in text
+    assert "| rFID | 123.2500 | 410.5000 | 260.7500 | bicubic down-sampling to the latent grid and back |" in text
+    assert "| GenEval-style round trip | 0.5000 | 0.0000 | 0.2500 |" in text
+    assert "Linear-probe accuracy: the data has no labels" in text
     assert "learning_rate: 0.001" in text
     assert 'MuseTokenizerModel.from_pretrained("me/muse-tiny-tokenizer")' in text
     # local data is described in the body, never put in Hub metadata
@@ -130,7 +137,7 @@ def test_write_model_card_and_load(tokenizer_dir: Path, tmp_path: Path) -> None:
     out = write_model_card(None, tokenizer_dir, filename="CARD.md", settings={"seed": 0})
     loaded = ModelCard.load(out, ignore_metadata_errors=False)
     assert loaded.data.pipeline_tag == "image-feature-extraction"
-    assert len(loaded.data.eval_results) == 4
+    assert len(loaded.data.eval_results) == 5  # psnr, ssim, rfid, zero-shot, attention mIoU
     out.unlink()
 
 

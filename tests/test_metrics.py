@@ -131,6 +131,66 @@ def test_linear_probe_separable_toy_set_is_perfect() -> None:
         linear_probe_accuracy(feats, labels[:10])
 
 
+def test_linear_probe_fits_on_train_and_scores_the_test_set() -> None:
+    """The paper's protocol: fit on every training row, score on a separate set (not a split of the first)."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0]])
+    train_y = np.repeat(np.arange(3), 20)
+    train_x = centres[train_y] + rng.normal(scale=0.3, size=(60, 3))
+    test_y = np.repeat(np.arange(3), 5)
+    test_x = centres[test_y] + rng.normal(scale=0.3, size=(15, 3))
+    res = linear_probe_accuracy(train_x, train_y, test_features=test_x, test_labels=test_y)
+    assert res == {"accuracy": 1.0, "train_accuracy": 1.0, "num_train": 60, "num_test": 15}
+    # the test set really is what is scored: relabelled test rows (class k -> k+1) score 0, a split of train scores 1
+    shifted = linear_probe_accuracy(train_x, train_y, test_features=test_x, test_labels=(test_y + 1) % 3)
+    assert shifted["accuracy"] == 0.0 and linear_probe_accuracy(train_x, train_y)["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="together"):
+        linear_probe_accuracy(train_x, train_y, test_features=test_x)
+    with pytest.raises(ValueError, match="4-d but the training features are 3-d"):
+        linear_probe_accuracy(train_x, train_y, test_features=np.zeros((2, 4)), test_labels=[0, 1])
+    with pytest.raises(ValueError, match="single class"):
+        linear_probe_accuracy(train_x[:20], train_y[:20], test_features=test_x, test_labels=test_y)
+
+
+def test_rfid_shares_the_reference_features() -> None:
+    """Floors that see the same reference images reuse the model's real-image statistics: same value, one pass."""
+
+    class CountingMeanColour(nn.Module):
+        num_features = 3
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.images_seen = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.images_seen += x.shape[0]
+            return x.float().mean(dim=(2, 3))  # (B, 3)
+
+    real = torch.rand(12, 3, 8, 8)
+    fake = (real * 0.5).clamp(0, 1)
+    feature = CountingMeanColour()
+    model = RFIDAccumulator(feature=feature)
+    floor = RFIDAccumulator(real_from=model)
+    for start in (0, 6):  # two batches
+        model.update(real[start : start + 6], real[start : start + 6])
+        floor.update(real[start : start + 6], fake[start : start + 6])
+    assert feature.images_seen == 12 + 12 + 12  # reference once, the model's and the floor's reconstructions
+    alone = RFIDAccumulator(feature=CountingMeanColour())
+    alone.update(real, fake)
+    shared = floor.result()
+    assert shared["status"] == "ok" and shared["feature"] == "custom:CountingMeanColour"
+    assert shared["value"] == pytest.approx(alone.result()["value"], rel=1e-9, abs=1e-12)
+    assert abs(model.result()["value"]) < 1e-6  # the source's own result is untouched by the sharing
+    # a floor that saw other images than its source is refused with the reason
+    short = RFIDAccumulator(real_from=model)
+    short.update(real[:4], fake[:4])
+    res = short.result()
+    assert res["value"] is None and "12 reference images but this accumulator 4" in res["reason"]
+    # an unavailable source makes the floor unavailable, saying why
+    blind = RFIDAccumulator(real_from=RFIDAccumulator(weights_path=None))
+    assert not blind.available and "unavailable accumulator" in blind.result()["reason"]
+
+
 def test_match_segments_known_iou() -> None:
     gt = np.zeros((4, 4), dtype=int)
     gt[:2, :2] = 1  # object: 4 px

@@ -95,7 +95,8 @@ _EVAL_TASKS: dict[str, tuple[str, str, str]] = {
     "attention_pixel_accuracy": ("image-segmentation", "Attention segmentation", "accuracy"),
 }
 # Measured but not model-quality results on a dataset: shown in the card body only.
-_BODY_ONLY_METRICS = {"encode_throughput", "decode_throughput", "gradient_cosine", "topology_kl"}
+# geneval_roundtrip: scored on the GenEval-style prompts' renders, not on the evaluation dataset
+_BODY_ONLY_METRICS = {"encode_throughput", "decode_throughput", "gradient_cosine", "topology_kl", "geneval_roundtrip"}
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 

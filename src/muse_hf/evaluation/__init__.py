@@ -24,6 +24,7 @@ from muse_hf.evaluation.report import (
     unavailable_entry,
     write_report,
 )
+from muse_hf.evaluation.roundtrip import roundtrip_entry, roundtrip_geneval
 from muse_hf.evaluation.segmentation import (
     SEGMENTATION_METHOD,
     attention_segmentation,
@@ -49,6 +50,8 @@ __all__ = [
     "psnr",
     "reconstruction_fid",
     "render_report",
+    "roundtrip_entry",
+    "roundtrip_geneval",
     "ssim",
     "unavailable_entry",
     "write_report",

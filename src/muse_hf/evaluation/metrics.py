@@ -300,16 +300,29 @@ class RFIDAccumulator:
             float images in [0, 1] ``(B, 3, H, W)`` to features ``(B, d)`` (then the result is labelled as
             a custom-feature FID, not rFID-Inception, and ``weights_path`` is ignored).
         min_samples: Fewest image pairs for which a value is reported (FID is biased on few samples).
+        real_from: Another accumulator that is given the *same* reference images (in the same order, before this
+            one's :meth:`result`): this one then never runs the feature network on ``real`` and takes its real-image
+            statistics from ``real_from`` (e.g. the untrained model's and the bicubic floor's rFID reuse the
+            model's). ``feature`` and ``weights_path`` are taken from it.
     """
 
     weights_path: str | os.PathLike[str] | None = None
     feature: int | nn.Module = 2048
     min_samples: int = 2
+    real_from: RFIDAccumulator | None = field(default=None, repr=False)
     _metric: Any = field(default=None, init=False, repr=False)
     _reason: str | None = field(default=None, init=False)
     _count: int = field(default=0, init=False)
+    _merged_real: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.real_from is not None:
+            if self.real_from.real_from is not None:
+                raise ValueError("real_from must compute its own real-image features (it has a real_from itself)")
+            self.feature, self.weights_path = self.real_from.feature, self.real_from.weights_path
+            if not self.real_from.available:
+                self._reason = f"shares the reference images of an unavailable accumulator: {self.real_from._reason}"
+                return
         self._reason = self._unavailable_reason()
         if self._reason is not None:
             return
@@ -352,8 +365,33 @@ class RFIDAccumulator:
         if self._metric is None:
             return
         # normalize=True: Inception gets [0, 1] floats converted to uint8 by torchmetrics; custom modules get the floats.
-        self._metric.update(real, real=True)
+        if self.real_from is None:
+            self._metric.update(real, real=True)
         self._metric.update(fake, real=False)
+
+    def _merge_shared_real(self) -> str | None:
+        """Copy ``real_from``'s real-image statistics into this metric once; a reason string when that cannot be."""
+        source = self.real_from
+        if source is None:
+            return None
+        if source._count != self._count:
+            return (
+                f"real_from saw {source._count} reference images but this accumulator {self._count}; both must be "
+                "given the same images"
+            )
+        if self._merged_real is not None:
+            if self._merged_real != source._count:
+                raise RuntimeError("RFIDAccumulator(real_from=...) merged its reference statistics already; "
+                                   "call result() once, after the last update()")  # fmt: skip
+            return None
+        own = self._metric.metric_state
+        incoming = {
+            name: source._metric.metric_state[name] if name.startswith("real_") else torch.zeros_like(value)
+            for name, value in own.items()
+        }  # real_* states of the source; the fake ones of this metric are kept (merged with zeros)
+        self._metric.merge_state(incoming)
+        self._merged_real = source._count
+        return None
 
     def result(self) -> dict[str, Any]:
         """Return ``{"value", "status", "reason", "num_samples", "feature"}``; value is ``None`` when unavailable."""
@@ -373,6 +411,10 @@ class RFIDAccumulator:
             return out
         if self._count < self.min_samples:
             out["reason"] = f"only {self._count} image pairs; FID needs at least {self.min_samples}"
+            return out
+        mismatch = self._merge_shared_real()
+        if mismatch is not None:
+            out["reason"] = mismatch
             return out
         out.update(value=float(self._metric.compute()), status="ok", reason=None)
         return out
@@ -448,19 +490,25 @@ def linear_probe_accuracy(
     seed: int = 0,
     c: float = 1.0,
     max_iter: int = 2000,
+    test_features: torch.Tensor | np.ndarray | None = None,
+    test_labels: torch.Tensor | np.ndarray | Sequence[int] | None = None,
 ) -> dict[str, float | int]:
     """Linear probe on frozen features: standardise, then scikit-learn logistic regression.
 
-    The split is a seeded, stratified (when every class has two or more samples) train/test split;
-    the standardiser is fitted on the training part only.
+    With ``test_features``/``test_labels`` (the paper's protocol: fit on a training split, score on the evaluation
+    split) the probe is fitted on all of ``features`` and scored on the test set. Without them, one set is split:
+    a seeded, stratified (when every class has two or more samples) train/test split. Either way the standardiser
+    is fitted on the training part only.
 
     Args:
-        features: ``(N, d)`` frozen features.
+        features: ``(N, d)`` frozen features (the training set when a test set is given).
         labels: ``(N,)`` integer labels.
-        test_fraction: Fraction of samples held out for testing.
+        test_fraction: Fraction of samples held out for testing (only without a test set).
         seed: Seed of the split and of the solver.
         c: Inverse L2 regularisation strength of ``LogisticRegression``.
         max_iter: Solver iterations.
+        test_features: ``(M, d)`` features of a separate test set (same ``d``), or ``None``.
+        test_labels: ``(M,)`` labels of the test set; given together with ``test_features``.
 
     Returns:
         ``{"accuracy", "train_accuracy", "num_train", "num_test"}``.
@@ -474,17 +522,32 @@ def linear_probe_accuracy(
     y = np.asarray(torch.as_tensor(labels, dtype=torch.long))
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"got {x.shape[0]} feature rows for {y.shape[0]} labels")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    if x.shape[0] < 4:
-        raise ValueError(f"the linear probe needs at least 4 samples, got {x.shape[0]}")
     if not np.isfinite(x).all():
         raise ValueError("features contain NaN or inf values")
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=stratify
-    )
+    if (test_features is None) != (test_labels is None):
+        raise ValueError("pass test_features and test_labels together (or neither, to split features)")
+    if test_features is not None:
+        x_te = np.asarray(torch.as_tensor(test_features, dtype=torch.float32).reshape(len(test_features), -1))
+        y_te = np.asarray(torch.as_tensor(test_labels, dtype=torch.long))
+        if x_te.shape[0] != y_te.shape[0]:
+            raise ValueError(f"got {x_te.shape[0]} test feature rows for {y_te.shape[0]} test labels")
+        if x_te.shape[0] == 0:
+            raise ValueError("the linear probe's test set is empty")
+        if x_te.shape[1] != x.shape[1]:
+            raise ValueError(f"test features are {x_te.shape[1]}-d but the training features are {x.shape[1]}-d")
+        if not np.isfinite(x_te).all():
+            raise ValueError("test features contain NaN or inf values")
+        x_tr, y_tr = x, y
+    else:
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        if x.shape[0] < 4:
+            raise ValueError(f"the linear probe needs at least 4 samples, got {x.shape[0]}")
+        counts = np.bincount(y)
+        stratify = y if counts[counts > 0].min() >= 2 else None
+        x_tr, x_te, y_tr, y_te = train_test_split(
+            x, y, test_size=test_fraction, random_state=seed, stratify=stratify
+        )
     if len(np.unique(y_tr)) < 2:
         raise ValueError("the linear probe's training split holds a single class; evaluate more samples")
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))

@@ -66,8 +66,14 @@ def _flat_metrics(result: dict[str, Any]) -> dict[str, float]:
         value = entry.get("value") if isinstance(entry, dict) else entry
         if isinstance(value, (int, float)):
             flat[name] = float(value)
-        if isinstance(entry, dict) and isinstance(entry.get("caption_ceiling"), (int, float)):
-            flat[f"{name}_caption_ceiling"] = float(entry["caption_ceiling"])
+        if not isinstance(entry, dict):
+            continue
+        # the references beside the floors: captions / raw renders (ceilings), the frozen backbone's own features
+        for key in ("caption_ceiling", "ceiling", "backbone"):
+            if isinstance(entry.get(key), (int, float)):
+                flat[f"{name}_{key}"] = float(entry[key])
+        if name == "rfid" and isinstance(entry.get("baseline"), (int, float)):
+            flat["rfid_bicubic"] = float(entry["baseline"])  # rFID is only comparable with its floor at the same N
     return flat
 
 
@@ -93,17 +99,31 @@ def evaluate_saved_tokenizer(
     out_dir: str | os.PathLike | None = None,
     max_samples: int = 256,
     loaded: tuple[Any, Any, Any] | None = None,
+    *,
+    probe_split: str | None = "train",
+    probe_samples: int = 2048,
+    rfid_samples: int = 128,
+    roundtrip_per_category: int = 8,
 ) -> dict[str, float]:
-    """Evaluate a ``save_pretrained`` tokenizer folder with ``muse_hf.evaluation.evaluate_tokenizer``.
+    """Evaluate a ``save_pretrained`` tokenizer folder with ``muse_hf.evaluation.evaluate_tokenizer``, plus the
+    GenEval-style round trip (``muse_hf.evaluation.roundtrip_geneval``: what the latents keep of what a generator
+    needs), which lands in the same ``metrics.json`` / ``report.md`` as ``geneval_roundtrip``.
 
     Args:
         loaded: :func:`load_for_evaluation`'s result for ``model_dir``, when the caller already has it.
+        probe_split: Split the linear probe is fitted on (scored on ``split``); see ``evaluate_tokenizer``.
+        probe_samples: Images of ``probe_split`` for the probe.
+        rfid_samples: Evaluated images that enter rFID (0 = none; ~0.3 s per image and variant on one CPU thread).
+        roundtrip_per_category: GenEval-style prompts per category for the round trip (0 = skip it).
 
     Returns:
-        Flat ``{metric: value}`` of the metrics that could be computed (see ``metrics.json`` in ``out_dir``
-        for floors, baselines and the reasons of unavailable ones).
+        Flat ``{metric: value}`` of the metrics that could be computed, with ``<metric>_backbone`` /
+        ``<metric>_ceiling`` / ``rfid_bicubic`` references (see ``metrics.json`` in ``out_dir`` for every floor and
+        the reasons of unavailable ones).
     """
     from muse_hf.evaluation.evaluate import evaluate_tokenizer
+    from muse_hf.evaluation.report import save_metric_bars, write_report
+    from muse_hf.evaluation.roundtrip import roundtrip_entry, roundtrip_geneval
 
     model, processor, text_embedder = loaded or load_for_evaluation(model_dir)
     result = evaluate_tokenizer(
@@ -114,7 +134,20 @@ def evaluate_saved_tokenizer(
         text_embedder=text_embedder,
         out_dir=out_dir,
         max_samples=max_samples,
+        probe_split=probe_split,
+        probe_samples=probe_samples,
+        rfid_samples=rfid_samples,
     )
+    if roundtrip_per_category > 0:
+        roundtrip = roundtrip_geneval(
+            model, processor, per_category=roundtrip_per_category, seed=0, compare_untrained=True
+        )
+        result["metrics"]["geneval_roundtrip"] = roundtrip_entry(roundtrip)
+    else:
+        result["metrics"]["geneval_roundtrip"] = roundtrip_entry(None, "skipped (roundtrip_per_category=0)")
+    if out_dir is not None:  # evaluate_tokenizer wrote them without the round trip
+        write_report(result, out_dir)
+        save_metric_bars(result, Path(out_dir) / "metrics_bars.png")
     return _flat_metrics(result)
 
 
@@ -159,6 +192,8 @@ def evaluate_one_object_scenes(
         str(data),
         text_embedder=text_embedder,
         max_samples=num_samples,
+        probe_split=None,  # data-one-object has no real training split (num_train=1): 50/50 of these scenes
+        rfid_samples=0,
         include_photos=False,
         compare_untrained=False,
         probe_gradients=False,
@@ -615,8 +650,13 @@ def run_quickstart(
     for key in (
         "psnr",
         "ssim",
+        "rfid",
+        "rfid_bicubic",
         "zero_shot_accuracy",
         "linear_probe_accuracy",
+        "linear_probe_accuracy_backbone",
+        "geneval_roundtrip",
+        "geneval_roundtrip_ceiling",
         "attention_miou",
         "attention_token_miou",
         "zero_shot_accuracy_one_object",

@@ -3,7 +3,7 @@
 Both runs train the same stage: ``configs/umm/tiny.yaml``'s stage 2 (connector + full DiT, generation/editing
 mixture) from scratch, on the same data, tokenizer and text encoder, one after the other in this process. Uncached,
 every step decodes and preprocesses images, encodes them with the frozen tokenizer and encodes the captions with the
-frozen text encoder; cached, the step reads stored latents and token states (``muse_hf.training.umm_cache``). The
+frozen text encoder; cached, the step reads stored latents and token states (``muse_hf.training.umm.cache``). The
 figure is the training loop's own ``train/samples_per_s`` over the second half of the steps (the first half warms
 up); the cache build is timed on its own (it happens once per data set and model pair) with the cache's size on disk.
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from muse_hf.data import build_shapes_dataset
     from muse_hf.models import MuseTokenizerConfig, MuseTokenizerModel
     from muse_hf.training.loop import train
-    from muse_hf.training.umm_task import UMMTask
+    from muse_hf.training.umm.task import UMMTask
 
     scratch = Path(ns.output_dir) if ns.output_dir else Path(tempfile.mkdtemp(prefix="bench_umm_cache_"))
     scratch.mkdir(parents=True, exist_ok=True)

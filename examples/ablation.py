@@ -11,14 +11,15 @@ under one budget, data set and seed list (the Full run serves both tables), eval
 
 Writes ``ablation.md``, ``ablation.json`` and ``gradient_cosine.png`` into ``--out`` (default
 ``outputs/ablation-quick`` / ``outputs/ablation``); finished runs are reused when re-run with the same settings.
-See ``muse_hf.evaluation.ablation.main`` for every option.
+The ablation lives in ``muse_hf.experiments.ablation`` (variants / runner / summary / report); this script only hands
+the command line to its parser, ``muse_hf.cli.ablation_main`` (also ``muse-hf ablation``), which lists every option.
 """
 
 from __future__ import annotations
 
 import sys
 
-from muse_hf.evaluation.ablation import main
+from muse_hf.cli import ablation_main as main
 
 if __name__ == "__main__":
     sys.exit(main())

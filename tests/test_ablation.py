@@ -34,7 +34,7 @@ def _model_overrides() -> dict[str, Any]:
 
 
 def _settings(out: Path, data: Path, **overrides: Any):
-    from muse_hf.evaluation.ablation import AblationSettings
+    from muse_hf.experiments.ablation import AblationSettings
 
     values: dict[str, Any] = {
         "out_dir": str(out),
@@ -59,7 +59,7 @@ def _settings(out: Path, data: Path, **overrides: Any):
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory: pytest.TempPathFactory, shapes_dir: Path) -> tuple[Any, dict[str, Any]]:
     """2 variants (Full: both tables; Naive Shared: Table 4) x 2 seeds x 2 steps at 32 px."""
-    from muse_hf.evaluation.ablation import run_ablation
+    from muse_hf.experiments.ablation import run_ablation
 
     settings = _settings(tmp_path_factory.mktemp("ablation"), shapes_dir)
     return settings, run_ablation(settings, command="pytest")
@@ -189,7 +189,7 @@ def test_end_to_end_writes_tables_json_and_figure(ablation: tuple[Any, dict[str,
 
 
 def test_finished_runs_are_reused(ablation: tuple[Any, dict[str, Any]]) -> None:
-    from muse_hf.evaluation.ablation import run_ablation
+    from muse_hf.experiments.ablation import run_ablation
 
     settings, first = ablation
     again = run_ablation(settings, command="pytest")
@@ -204,24 +204,25 @@ def test_finished_runs_are_reused(ablation: tuple[Any, dict[str, Any]]) -> None:
 
 def test_changed_settings_retrain(ablation: tuple[Any, dict[str, Any]], shapes_dir: Path) -> None:
     """A run whose settings differ is not reused (the settings key covers budget and objectives)."""
-    from muse_hf.evaluation.ablation import _load_base_config, _settings_key
+    from muse_hf.experiments.ablation.variants import load_base_config, settings_key
 
     settings, _ = ablation
-    base = _load_base_config(settings.base_config)
-    key = _settings_key(settings, "full", 0, base)
-    assert key == _settings_key(_settings(Path("/elsewhere"), shapes_dir, jobs=2), "full", 0, base)
-    assert key != _settings_key(
+    base = load_base_config(settings.base_config)
+    key = settings_key(settings, "full", 0, base)
+    assert key == settings_key(_settings(Path("/elsewhere"), shapes_dir, jobs=2), "full", 0, base)
+    assert key != settings_key(
         _settings(Path(settings.out_dir), shapes_dir, max_train_steps=3), "full", 0, base
     )
-    assert key != _settings_key(settings, "full", 1, base)
+    assert key != settings_key(settings, "full", 1, base)
 
 
 # ------------------------------------------------------------------------------------------ probe task
 def test_probe_does_not_change_training_and_restores_freezing(tmp_path: Path, shapes_dir: Path) -> None:
-    from muse_hf.evaluation.ablation import CosineProbeTask, _shared_text_embedder, training_config
+    from muse_hf.experiments.ablation import CosineProbeTask, training_config
+    from muse_hf.experiments.ablation.runner import shared_text_embedder
     from muse_hf.training.arguments import load_stage_arguments
     from muse_hf.training.loop import train
-    from muse_hf.training.tokenizer_task import TokenizerTask
+    from muse_hf.training.tokenizer.task import TokenizerTask
 
     settings = _settings(tmp_path, shapes_dir)
     # baseline: semantic stream and q/k_topo frozen, so the probe must unfreeze them for its measurement only
@@ -229,7 +230,7 @@ def test_probe_does_not_change_training_and_restores_freezing(tmp_path: Path, sh
     plain_args = load_stage_arguments(
         training_config(settings, "baseline", 0, tmp_path / "plain", shapes_dir)
     )[0]
-    task = CosineProbeTask(args, probe_every=1, probe_samples=4, text_embedder=_shared_text_embedder(None))
+    task = CosineProbeTask(args, probe_every=1, probe_samples=4, text_embedder=shared_text_embedder(None))
     probed = train(args, task=task)
     plain = train(plain_args, task=TokenizerTask(plain_args))
     assert [h["loss"] for h in probed.history] == [h["loss"] for h in plain.history]
@@ -242,7 +243,7 @@ def test_probe_does_not_change_training_and_restores_freezing(tmp_path: Path, sh
 
 
 def test_training_config_per_variant(tmp_path: Path, shapes_dir: Path) -> None:
-    from muse_hf.evaluation.ablation import VARIANTS, training_config
+    from muse_hf.experiments.ablation import VARIANTS, training_config
     from muse_hf.training.arguments import load_stage_arguments
 
     settings = _settings(tmp_path, shapes_dir)
@@ -285,7 +286,7 @@ def _fake_summary(**means: dict[str, tuple[float, float]]) -> dict[str, Any]:
 
 
 def test_check_claims_follow_their_definitions() -> None:
-    from muse_hf.evaluation.ablation import check_claims
+    from muse_hf.experiments.ablation import check_claims
 
     summary = _fake_summary(
         shared={"cos": (-0.10, 0.01), "miou": (15.0, 1.0)},
@@ -309,17 +310,18 @@ def test_check_claims_follow_their_definitions() -> None:
 
 
 def test_cell_formatting() -> None:
-    from muse_hf.evaluation.ablation import _cell
+    from muse_hf.experiments.ablation.report import format_cell
 
-    assert _cell({"mean": 26.514, "std": 0.3219}, 2) == "26.51 ± 0.32"
-    assert _cell({"mean": 0.04, "std": 0.01}, 3, signed=True) == "+0.040 ± 0.010"
-    assert _cell({"mean": -0.15, "std": 0.0}, 2, signed=True) == "-0.15 ± 0.00"
-    assert _cell({"mean": 1.0, "std": None}, 1) == "1.0 (1 seed)"
-    assert _cell({"mean": None, "std": None}, 1) == "n/a"
+    assert format_cell({"mean": 26.514, "std": 0.3219}, 2) == "26.51 ± 0.32"
+    assert format_cell({"mean": 0.04, "std": 0.01}, 3, signed=True) == "+0.040 ± 0.010"
+    assert format_cell({"mean": -0.15, "std": 0.0}, 2, signed=True) == "-0.15 ± 0.00"
+    assert format_cell({"mean": 1.0, "std": None}, 1) == "1.0 (1 seed)"
+    assert format_cell({"mean": None, "std": None}, 1) == "n/a"
 
 
 def test_bad_settings_and_cli_arguments(tmp_path: Path) -> None:
-    from muse_hf.evaluation.ablation import AblationSettings, main, quick_settings
+    from muse_hf.cli import ablation_main as main
+    from muse_hf.experiments.ablation import AblationSettings, quick_settings
 
     with pytest.raises(ValueError, match="variants"):
         AblationSettings(variants=("full", "nope")).validate()
@@ -340,7 +342,7 @@ def test_bad_settings_and_cli_arguments(tmp_path: Path) -> None:
 
 
 def test_settings_presets_refuse_unknown_keys() -> None:
-    from muse_hf.evaluation.ablation import full_settings, quick_settings
+    from muse_hf.experiments.ablation import full_settings, quick_settings
 
     for preset in (quick_settings, full_settings):
         with pytest.raises(ValueError, match=r"'max_train_step' \(did you mean 'max_train_steps'\?\)"):

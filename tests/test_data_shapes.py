@@ -268,7 +268,7 @@ def test_photo_check_set() -> None:
 
 # ------------------------------------------------------------------------------------- plain scenes, held-out prompts
 def _geneval_prompt_set() -> set[str]:
-    from muse_hf.pipelines.geneval import geneval_prompts
+    from muse_hf.evaluation.geneval import geneval_prompts
 
     return {p.prompt for seed in range(3) for size in (SIZE, 64) for p in geneval_prompts(size, 8, seed)}
 
@@ -321,7 +321,7 @@ def test_held_out_split_is_explicit_and_disjoint() -> None:
         make_sample,
         sample_plain_scene,
     )
-    from muse_hf.pipelines.geneval import geneval_prompts, parse_prompt
+    from muse_hf.evaluation.geneval import geneval_prompts, parse_prompt
 
     held = held_out_contents()
     by_size = Counter(k.count("|") + 1 for k in held)

@@ -280,7 +280,7 @@ def test_roundtrip_geneval_on_a_tiny_model(tiny_config) -> None:  # noqa: ANN001
 
 def test_quickstart_tokenizer_evaluation_reports_the_round_trip(tiny_config, shapes_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
     """``evaluate_saved_tokenizer`` (the quickstart's): metrics.json / report.md gain the round trip beside its floors."""
-    from muse_hf.training.quickstart import evaluate_saved_tokenizer
+    from muse_hf.evaluation.saved import evaluate_saved_tokenizer
 
     model, processor = _tiny_model(tiny_config)
     model.save_pretrained(tmp_path / "model")
@@ -333,8 +333,8 @@ def test_zero_shot_reports_the_caption_ceiling() -> None:
 
 def test_quickstart_one_object_check(tiny_config, tmp_path: Path) -> None:  # noqa: ANN001
     """One-object scenes: zero-shot beside its floor and its caption ceiling, which is exact on these scenes."""
+    from muse_hf.evaluation.saved import evaluate_one_object_scenes
     from muse_hf.models import MuseImageProcessor, MuseTokenizerModel
-    from muse_hf.training.quickstart import evaluate_one_object_scenes
 
     model = MuseTokenizerModel(tiny_config(semantic_dim=384)).eval()  # 384: the packaged MiniLM's width
     model.save_pretrained(tmp_path / "model")

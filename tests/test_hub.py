@@ -14,11 +14,11 @@ from conftest import make_tiny_config
 from huggingface_hub import EvalResult, ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
+from muse_hf.cli import main
 from muse_hf.hub import (
     HubUnavailableError,
     detect_kind,
     load_metrics,
-    main,
     push_space,
     push_to_hub,
     render_model_card,

@@ -513,7 +513,7 @@ def test_compute_latent_scaling(pipe: MusePipeline) -> None:
 
 
 def test_geneval_scores_the_pipeline(pipe: MusePipeline) -> None:
-    from muse_hf.pipelines.geneval import evaluate_pipeline
+    from muse_hf.evaluation.geneval import evaluate_pipeline
 
     result = evaluate_pipeline(pipe, num_inference_steps=1, per_category=1, num_edits=3, batch_size=6)
     gen_scores = result["generation"]

@@ -204,7 +204,7 @@ def test_one_step_per_stage_changes_exactly_the_stage_parameters(tmp_path: Path,
     """Authors' structure: backbone frozen in stages 1-2, NCE from stage 2, GAN + unfrozen backbone in stage 3."""
     from muse_hf.models import MuseTokenizerConfig, MuseTokenizerModel
     from muse_hf.training.loop import train
-    from muse_hf.training.tokenizer_task import LOGIT_SCALE_FILE
+    from muse_hf.training.tokenizer.task import LOGIT_SCALE_FILE
 
     torch.manual_seed(0)
     model = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY_TEST_OVERRIDES.items()}
@@ -233,7 +233,7 @@ def test_one_step_per_stage_changes_exactly_the_stage_parameters(tmp_path: Path,
         assert result.global_step == 1 and result.nonfinite_steps == 0
         before, after = _params(previous), _params(out)
         loaded = MuseTokenizerModel.from_pretrained(previous)
-        from muse_hf.training.tokenizer_task import TokenizerTask
+        from muse_hf.training.tokenizer.task import TokenizerTask
 
         task = TokenizerTask(args)
         task._apply_freezing(loaded)  # the rule under test decides the trainable set...
@@ -372,7 +372,7 @@ def test_extending_a_finished_stage_trains_on_to_the_new_total(
 
 # ------------------------------------------------------------------------------------------------ non-finite
 def _nan_task(args: Any, nan_at: set[int]):
-    from muse_hf.training.tokenizer_task import TokenizerTask
+    from muse_hf.training.tokenizer.task import TokenizerTask
 
     class NaNTask(TokenizerTask):
         calls = 0

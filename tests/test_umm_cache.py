@@ -34,7 +34,7 @@ def _components(paths: dict[str, Path]) -> tuple[Any, Any, Any]:
 
 
 def _prepare(paths: dict[str, Path], root: Path, vae: Any, encoder: Any, processor: Any, name: str = "gen") -> Any:
-    from muse_hf.training.umm_cache import prepare_cached_part
+    from muse_hf.training.umm.cache import prepare_cached_part
 
     def encode_latents(pixels: list[torch.Tensor]) -> list[torch.Tensor]:
         return [vae.normalize_latents(vae.encode(p).latents.float()) for p in pixels]
@@ -72,7 +72,7 @@ def test_cached_and_uncached_training_give_the_same_losses(runs: dict[str, Any],
 
 
 def test_cache_key_follows_the_frozen_models(assets: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
-    from muse_hf.training.umm_cache import cache_key
+    from muse_hf.training.umm.cache import cache_key
 
     vae, encoder, processor = _components(assets)
     key = cache_key(vae, encoder, processor)
@@ -113,7 +113,7 @@ def test_damaged_shard_is_rebuilt_and_bad_rows_are_skipped(
 
     shard = first.files[1]
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # truncated (an interrupted copy)
-    with caplog.at_level(logging.WARNING, logger="muse_hf.training.umm_cache"):
+    with caplog.at_level(logging.WARNING, logger="muse_hf.training.umm.cache"):
         again = _prepare(local, root, vae, encoder, processor)
     assert again.rebuilt == [shard.name]
     assert f"Cache shard {shard}" in caplog.text and "truncated" in caplog.text and "Rebuilding it from" in caplog.text
@@ -125,7 +125,7 @@ def test_damaged_shard_is_rebuilt_and_bad_rows_are_skipped(
     caplog.clear()
     source = next((data / "data").glob("train-*.parquet"))
     source.write_bytes(source.read_bytes())  # the data changed (new mtime): the whole part is rebuilt
-    with caplog.at_level(logging.WARNING, logger="muse_hf.training.umm_cache"):
+    with caplog.at_level(logging.WARNING, logger="muse_hf.training.umm.cache"):
         assert len(_prepare(local, root, vae, encoder, processor).rebuilt) == 4
     assert "built from other data" in caplog.text
 
@@ -180,7 +180,7 @@ def test_cached_stream_splits_by_process(runs: dict[str, Any], assets: dict[str,
 def test_cache_arguments(assets: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
     with pytest.raises(ValueError, match="cache_batch_size"):
         _stage(_config(assets, tmp_path / "a", cache_latents=True, cache_batch_size=0))
-    from muse_hf.training.umm_cache import default_cache_root, source_shards
+    from muse_hf.training.umm.cache import default_cache_root, source_shards
 
     with pytest.raises(ValueError, match="not a local path"):
         default_cache_root("someone/some-dataset")

@@ -91,7 +91,7 @@ def _named(task: Any) -> dict[str, torch.nn.Parameter]:
 
 def _recording_task(args: Any) -> Any:
     """The real task, remembering every parameter (trained and frozen) right after ``build``."""
-    from muse_hf.training.umm_task import UMMTask
+    from muse_hf.training.umm.task import UMMTask
 
     class Recording(UMMTask):
         def build(self, accelerator: Any) -> None:
@@ -203,7 +203,7 @@ def test_lora_adapter_round_trips_the_peft_way(trained: dict[str, Any]) -> None:
     from peft import PeftModel
 
     from muse_hf.pipelines import MusePipeline
-    from muse_hf.training.umm_task import LORA_DIR, apply_lora_adapter, load_lora_transformer
+    from muse_hf.training.umm.task import LORA_DIR, apply_lora_adapter, load_lora_transformer
 
     stage2, stage3 = trained["stage2"]["dir"], trained["stage3"]["dir"]
     adapter = stage3 / LORA_DIR
@@ -267,11 +267,11 @@ def test_mixture_resume_reproduces_the_uninterrupted_losses(assets: dict[str, Pa
 
 # ------------------------------------------------------------------------------------------------ scaling
 def test_compute_scaling_command_writes_the_tokenizer_config(assets: dict[str, Path], tmp_path: Path) -> None:
+    from muse_hf.cli import umm_task_main as main
     from muse_hf.data import load_image_text_stream, make_dataloader
     from muse_hf.models import MuseTokenizerConfig, MuseTokenizerModel
     from muse_hf.models.image_processing_muse import MuseImageProcessor
     from muse_hf.pipelines import compute_latent_scaling
-    from muse_hf.training.umm_task import main
 
     model = tmp_path / "tok"
     shutil.copytree(assets["tokenizer"], model)
@@ -322,7 +322,7 @@ def test_init_from_must_be_a_pipeline_folder(assets: dict[str, Path], tmp_path: 
 
 def test_configs_parse_with_the_paper_stage_structure() -> None:
     from muse_hf.training.arguments import load_stage_arguments
-    from muse_hf.training.umm_task import UMMTrainingArguments
+    from muse_hf.training.umm.arguments import UMMTrainingArguments
 
     tiny = load_stage_arguments(REPO / "configs/umm/tiny.yaml", validate=False)
     assert [a.stage_name for a in tiny] == ["stage1", "stage2", "stage3"]

@@ -14,6 +14,8 @@ models, the pipeline, the data stream, the training loop and the demo all apply 
   and what to do instead of safetensors' bare ``incomplete metadata``.
 * :func:`check_pipeline_component`: a pipeline folder missing a component folder is reported as such (diffusers
   hands the component's loader the pipeline root, whose error then blames the root).
+* :func:`is_hub_id` / :func:`hub_offline`: the one place that tells a Hub repo id from a local path and reads the
+  Hub's offline switch (training arguments, evaluation CLI, model cards).
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import struct
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
 import PIL.Image
+from huggingface_hub import constants as hub_constants
 
 __all__ = [
     "IMAGE_DECODE_ERRORS",
+    "PNG_SIGNATURE",
     "ImageDecodeError",
     "CorruptWeightsError",
     "check_known_keys",
@@ -39,8 +44,13 @@ __all__ = [
     "find_corrupt_safetensors",
     "image_source",
     "load_image_pixels",
+    "hub_offline",
+    "is_hub_id",
     "unknown_key_message",
 ]
+
+#: The eight bytes every PNG file starts with (the synthetic scenes' encoder and the stream's size check).
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # ---------------------------------------------------------------------------------------------- unknown keys
@@ -265,3 +275,21 @@ def check_pipeline_component(path: str | os.PathLike, class_name: str, subfolder
         f"listed in model_index.json). The folder is incomplete - an interrupted save, copy or upload: save the "
         f"pipeline again with save_pretrained, or copy {name}/ over from where the pipeline was saved."
     )
+
+
+# ---------------------------------------------------------------------------------------------- Hub ids
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(value: object) -> bool:
+    """Whether ``value`` is a string shaped like a Hub repo id (``owner/name``) rather than a local path.
+
+    Only the shape is checked; callers that must prefer an existing local folder of that name check it first.
+    """
+    return isinstance(value, str) and bool(_HUB_ID.match(value)) and not value.startswith((".", "/", "~"))
+
+
+def hub_offline() -> bool:
+    """Whether Hub access is switched off (``HF_HUB_OFFLINE`` in the environment or in ``huggingface_hub``)."""
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return env or bool(hub_constants.HF_HUB_OFFLINE)

@@ -20,7 +20,7 @@ Everything is drawn with NumPy from a per-sample ``numpy.random.Generator`` seed
 the same seed gives byte-identical shards regardless of sharding.
 
 Optionally (``plain_fraction``) a share of the rows are GenEval-style *plain scenes* (:func:`sample_plain_scene`): the
-distribution the unified model's GenEval-style scorer (:mod:`muse_hf.pipelines.geneval`) draws its prompts from, with
+distribution the unified model's GenEval-style scorer (:mod:`muse_hf.evaluation.geneval`) draws its prompts from, with
 the scorer's phrasing. A fixed, hash-chosen quarter of those object sets is held out for scoring
 (:func:`held_out_contents`): the scorer's prompts use only them, training scenes never, and no training caption is a
 held-out prompt (:func:`held_out_prompts`).
@@ -48,7 +48,10 @@ from typing import Any
 import datasets
 import numpy as np
 
+from muse_hf.validation import PNG_SIGNATURE
+
 __all__ = [
+    "BACKGROUND_PALETTE",
     "BACKGROUNDS",
     "COLOURS",
     "HELD_OUT_FRACTION",
@@ -95,7 +98,7 @@ TEXTURES: tuple[str, ...] = ("plain", "striped", "checkered", "dotted")
 SIZES: dict[str, float] = {"small": 0.10, "medium": 0.14, "large": 0.19}  # radius / image side
 BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "stripes", "checker", "noise")
 # muted background palette (name used in captions for plain backgrounds)
-_BG_PALETTE: dict[str, tuple[int, int, int]] = {
+BACKGROUND_PALETTE: dict[str, tuple[int, int, int]] = {
     "white": (236, 236, 230),
     "light grey": (200, 200, 198),
     "grey": (128, 128, 130),
@@ -118,7 +121,6 @@ ZERO_SHOT_TEMPLATES: tuple[str, ...] = (
 SPLITS: tuple[str, ...] = ("train", "validation")
 _SPLIT_CODE = {"train": 0, "validation": 1}
 _PNG_LEVEL = 1  # fastest zlib level; for these flat images it is also about the smallest
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MIN_VISIBLE = 0.45  # an occluded object keeps at least this fraction of its pixels
 
 
@@ -277,8 +279,8 @@ def _texture(obj: SceneObject, y0: int, x0: int, h: int, w: int) -> np.ndarray:
 
 
 def _render_background(bg: Background, size: int) -> np.ndarray:
-    c1 = np.array(_BG_PALETTE[bg.colours[0]], np.float32)
-    c2 = np.array(_BG_PALETTE[bg.colours[1]], np.float32)
+    c1 = np.array(BACKGROUND_PALETTE[bg.colours[0]], np.float32)
+    c2 = np.array(BACKGROUND_PALETTE[bg.colours[1]], np.float32)
     img = np.empty((size, size, 3), np.float32)
     img[:] = c1
     if bg.kind == "plain":
@@ -457,7 +459,7 @@ def _new_object(
 
 
 def _sample_background(rng: np.random.Generator, size: int, opts: SceneOptions) -> Background:
-    names = list(_BG_PALETTE)
+    names = list(BACKGROUND_PALETTE)
     kind = "plain" if rng.random() >= opts.textured_background_prob else _pick(rng, BACKGROUNDS[1:])
     i = int(rng.integers(len(names)))
     j = (i + 1 + int(rng.integers(len(names) - 1))) % len(names)
@@ -639,7 +641,7 @@ def make_edit(scene: Scene, rng: np.random.Generator, opts: SceneOptions) -> tup
 # ------------------------------------------------------------------------------------- plain scenes and the held-out set
 #: The share of GenEval-style object sets held out for scoring (see :func:`held_out_contents`).
 HELD_OUT_FRACTION = 0.25
-#: GenEval's categories, as :func:`muse_hf.pipelines.geneval.geneval_prompts` draws them.
+#: GenEval's categories, as :func:`muse_hf.evaluation.geneval.geneval_prompts` draws them.
 PLAIN_CATEGORIES: tuple[str, ...] = ("single_object", "colors", "two_object", "color_attr", "counting", "position")
 #: The background of plain scenes and of the GenEval-style prompts' reference renders.
 PLAIN_BACKGROUND = Background("plain", ("white", "light grey"), 8.0, 0, 0)
@@ -841,7 +843,7 @@ def _png(array: np.ndarray) -> bytes:
     rows[:, 1:] = array.reshape(h, w * channels)
     header = struct.pack(">IIBBBBB", w, h, 8, 0 if channels == 1 else 2, 0, 0, 0)
     return (
-        _PNG_SIGNATURE
+        PNG_SIGNATURE
         + _png_chunk(b"IHDR", header)
         + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), _PNG_LEVEL))
         + _png_chunk(b"IEND", b"")

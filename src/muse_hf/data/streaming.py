@@ -57,7 +57,7 @@ from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, get_worker_info
 
 from muse_hf.models.image_processing_muse import MuseImageProcessor
-from muse_hf.validation import IMAGE_DECODE_ERRORS
+from muse_hf.validation import IMAGE_DECODE_ERRORS, PNG_SIGNATURE
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -219,12 +219,9 @@ def _check_dims(width: int, height: int, max_pixels: int) -> None:
         raise SkipSample("too_large")
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
 def _png_header_size(data: bytes) -> tuple[int, int] | None:
     """``(width, height)`` from a PNG's IHDR chunk, or None when ``data`` does not start like a PNG."""
-    if len(data) < 24 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         return None
     width, height = struct.unpack(">II", data[16:24])
     return int(width), int(height)

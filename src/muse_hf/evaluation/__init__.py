@@ -1,6 +1,8 @@
-"""muse_hf.evaluation: tokenizer metrics with floors, attention segmentation, reports.
+"""muse_hf.evaluation: tokenizer metrics with floors, attention segmentation, the GenEval-style scorer, reports.
 
-Entry point: :func:`evaluate_tokenizer` (CLI: ``examples/evaluate.py`` / ``muse-hf evaluate``).
+Entry points: :func:`evaluate_tokenizer` (CLI: ``examples/evaluate.py`` / ``muse-hf evaluate``), the evaluators of saved
+folders :func:`evaluate_saved_tokenizer` / :func:`evaluate_saved_pipeline` (:mod:`muse_hf.evaluation.saved`) and the
+GenEval-style check of :mod:`muse_hf.evaluation.geneval`.
 """
 
 from muse_hf.evaluation.evaluate import evaluate_tokenizer, measure_throughput
@@ -25,6 +27,7 @@ from muse_hf.evaluation.report import (
     write_report,
 )
 from muse_hf.evaluation.roundtrip import roundtrip_entry, roundtrip_geneval
+from muse_hf.evaluation.saved import evaluate_saved_pipeline, evaluate_saved_tokenizer
 from muse_hf.evaluation.segmentation import (
     SEGMENTATION_METHOD,
     attention_segmentation,
@@ -41,6 +44,8 @@ __all__ = [
     "attention_segmentation",
     "bicubic_roundtrip",
     "colour_segmentation",
+    "evaluate_saved_pipeline",
+    "evaluate_saved_tokenizer",
     "evaluate_tokenizer",
     "linear_probe_accuracy",
     "majority_class_accuracy",

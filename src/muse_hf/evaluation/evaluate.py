@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from muse_hf.data import collate_samples, load_image_text_stream, zero_shot_prompts
 from muse_hf.evaluation.metrics import (
     FIDInceptionV3,
     RFIDAccumulator,
@@ -43,6 +45,22 @@ from muse_hf.evaluation.report import (
     write_report,
 )
 from muse_hf.evaluation.segmentation import SEGMENTATION_METHOD, attention_segmentation, colour_segmentation
+from muse_hf.models.image_processing_muse import MuseImageProcessor
+from muse_hf.models.modeling_muse import MuseTokenizerModel
+from muse_hf.objectives import (
+    LogitScale,
+    MaskAffinityTeacher,
+    ReconstructionLoss,
+    StructuralTeacher,
+    default_param_groups,
+    gradient_conflict,
+    load_text_embedder,
+    objective_pair_cosines,
+    semantic_nce_loss,
+    shared_block_parameters,
+    topology_alignment_loss,
+)
+from muse_hf.validation import is_hub_id
 
 __all__ = ["evaluate_tokenizer", "gradient_probe", "main", "measure_throughput"]
 
@@ -56,10 +74,7 @@ _RAW_PIXEL_PROBE_SIZE = 32  # raw-pixel probe floor: images area-downsampled to 
 
 def _open_stream(data: Any, split: str, image_processor: Any) -> Iterable[Mapping[str, Any]]:
     """A path / Hub id / ``datasets`` split -> the package's streaming loader; an iterable of samples as is."""
-    import datasets
-
     if isinstance(data, (str, os.PathLike, datasets.Dataset, datasets.IterableDataset)):
-        from muse_hf.data import load_image_text_stream
 
         return load_image_text_stream(data, split=split, image_processor=image_processor)
     if isinstance(data, Iterable):
@@ -73,7 +88,6 @@ def _batches(
     stream: Iterable[Mapping[str, Any]], batch_size: int, max_samples: int
 ) -> Iterator[dict[str, Any]]:
     """Batches of at most ``batch_size`` samples (``muse_hf.data.collate_samples``), ``max_samples`` in all."""
-    from muse_hf.data import collate_samples
 
     buffer: list[Mapping[str, Any]] = []
     seen = 0
@@ -183,7 +197,6 @@ class _Accumulator:
 def _teacher_attention(
     teacher: nn.Module, batch: Mapping[str, Any], images01: torch.Tensor, grid: tuple[int, int]
 ) -> torch.Tensor | None:
-    from muse_hf.objectives import MaskAffinityTeacher
 
     if isinstance(teacher, MaskAffinityTeacher):
         return teacher(batch["mask"], grid) if "mask" in batch else None
@@ -210,7 +223,6 @@ def _run_variant(
     ``rfid_take``: how many of the batch's images go into ``acc.rfid``. ``with_backbone``: also keep the frozen
     backbone's own features (:func:`_backbone_features`), from the same backbone pass the encoder reuses.
     """
-    from muse_hf.objectives import topology_alignment_loss
 
     device, dtype = _device_dtype(model)
     pv = batch["pixel_values"].to(device=device, dtype=dtype)  # (B, 3, H, W)
@@ -274,8 +286,6 @@ def _class_text_features(text_embedder: Any, prompts: Any) -> torch.Tensor:
 
 def _stream_class_names(stream: Any) -> list[str] | None:
     """Class names of the stream's ``ClassLabel`` label column, when it has one."""
-    import datasets
-
     features = getattr(getattr(stream, "hf_dataset", None), "features", None)
     column = getattr(stream, "label_column", None)
     if features is not None and column in features and isinstance(features[column], datasets.ClassLabel):
@@ -298,7 +308,6 @@ def _zero_shot(
             "no text embedder (pass text_embedder=, e.g. muse_hf.objectives.load_text_embedder())",
             baseline=baseline,
         )
-    from muse_hf.data import zero_shot_prompts
 
     prompts = zero_shot_prompts(label_names=class_names)  # one list of templated prompts per class
     if int(labels.max()) >= len(prompts):
@@ -496,16 +505,6 @@ def gradient_probe(
         and the per-group cosines/norms/shares (``None`` with fewer than two objectives); ``headline`` is
         cos(semantic, reconstruction) (``None`` without a semantic loss); ``reason`` says why something is missing.
     """
-    from muse_hf.objectives import (
-        LogitScale,
-        ReconstructionLoss,
-        default_param_groups,
-        gradient_conflict,
-        objective_pair_cosines,
-        semantic_nce_loss,
-        shared_block_parameters,
-        topology_alignment_loss,
-    )
 
     device, dtype = _device_dtype(model)
     pv = batch["pixel_values"].to(device=device, dtype=dtype)
@@ -576,7 +575,6 @@ def _query_points(
     if "mask" not in batch:
         centre = [(h // 2) * w + w // 2, (h // 4) * w + w // 4, (3 * h // 4) * w + 3 * w // 4]
         return [centre[:per_image] for _ in range(count)]
-    from muse_hf.objectives import MaskAffinityTeacher
 
     labels = MaskAffinityTeacher.grid_labels(batch["mask"][:count], grid)  # (B, N)
     points = []
@@ -668,7 +666,6 @@ def evaluate_tokenizer(
             f"rfid_samples must be >= 0 (0 = no rFID) and probe_samples >= 1, got {rfid_samples} and {probe_samples}"
         )
     if teacher is None:
-        from muse_hf.objectives import MaskAffinityTeacher
 
         teacher = MaskAffinityTeacher()
     model.eval()
@@ -698,7 +695,6 @@ def evaluate_tokenizer(
     figure: dict[str, Any] = {}
     grid: tuple[int, int] | None = None
     num = 0
-    from muse_hf.objectives import topology_alignment_loss
 
     stream = _open_stream(data, split, image_processor)
     for batch in _batches(stream, batch_size, max_samples):
@@ -1065,9 +1061,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(None if argv is None else list(argv))
 
-    from muse_hf import MuseImageProcessor, MuseTokenizerModel
-    from muse_hf.objectives import StructuralTeacher, load_text_embedder
-    from muse_hf.training.arguments import is_hub_id
 
     # A wrong path is a one-line error, not a traceback from inside transformers / datasets.
     for flag, value, what in (

@@ -95,7 +95,7 @@ METRIC_SPECS: dict[str, MetricSpec] = {
         "",
         True,
         "bicubic down-sampling to the latent grid and back",
-        "the GenEval-style prompts' rendered scenes (muse_hf.pipelines.geneval) through decode(encode(x)), scored by "
+        "the GenEval-style prompts' rendered scenes (muse_hf.evaluation.geneval) through decode(encode(x)), scored by "
         "its detector (mean of the per-category accuracies): what a generator of these latents can at best keep; "
         "reference = the raw renders (the detector's own accuracy)",
     ),

@@ -2,7 +2,7 @@
 
 A unified model generates the tokenizer's *latents* and the tokenizer decodes them, so if ``decode(encode(x))`` of a
 perfect image already loses an object's colour, shape, count or position, no generator on these latents can get that
-prompt right. :func:`roundtrip_geneval` renders the GenEval-style prompts of :mod:`muse_hf.pipelines.geneval` (the
+prompt right. :func:`roundtrip_geneval` renders the GenEval-style prompts of :mod:`muse_hf.evaluation.geneval` (the
 renderer's own scene per prompt: what a perfect generator would draw), passes them through ``decode(encode(x))`` and
 scores the raw renders and the round trips with the same deterministic detector (``score_generation``), beside a
 bicubic round trip through the latent grid (trivial floor) and, optionally, an untrained tokenizer of the same config.
@@ -18,12 +18,13 @@ import PIL.Image
 import torch
 from torch import nn
 
+from muse_hf.evaluation.geneval import evaluate_generation, geneval_prompts, render_prompt
 from muse_hf.evaluation.metrics import bicubic_roundtrip
 from muse_hf.evaluation.report import metric_entry, unavailable_entry
 
 __all__ = ["SUMMARY_KEYS", "roundtrip_entry", "roundtrip_geneval"]
 
-#: Keys of every summary :func:`roundtrip_geneval` returns (those of ``muse_hf.pipelines.geneval.evaluate_generation``).
+#: Keys of every summary :func:`roundtrip_geneval` returns (those of ``muse_hf.evaluation.geneval.evaluate_generation``).
 SUMMARY_KEYS: tuple[str, ...] = (
     "overall",
     "categories",
@@ -105,8 +106,6 @@ def roundtrip_geneval(
         ``overall`` = mean of the per-category accuracies, ``categories``, ``colour``/``count``/``position`` rates,
         ``num_images``, per-image ``scores``).
     """
-    from muse_hf.pipelines.geneval import evaluate_generation, geneval_prompts, render_prompt
-
     if per_category < 1 or batch_size < 1:
         raise ValueError(f"per_category and batch_size must be >= 1, got {per_category} and {batch_size}")
     size = int(size) if size is not None else _model_size(model, image_processor)
@@ -184,5 +183,5 @@ def roundtrip_entry(result: dict[str, Any] | None, reason: str | None = None) ->
         per_category=result["per_category"],
         note=f"round trip keeps what a generator needs: {rt['overall']:.3f} (raw renders: {raw['overall']:.3f}); "
         f"{result['num_images']} GenEval-style prompts at {result['size']} px through decode(encode(render)), scored "
-        "by muse_hf.pipelines.geneval's detector (mean of the per-category accuracies)",
+        "by muse_hf.evaluation.geneval's detector (mean of the per-category accuracies)",
     )

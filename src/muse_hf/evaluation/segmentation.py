@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from threadpoolctl import threadpool_limits
 
+from muse_hf.objectives.teachers import MaskAffinityTeacher
+
 __all__ = [
     "SEGMENTATION_METHOD",
     "attention_segmentation",
@@ -149,8 +151,6 @@ def _score_rows(
         raise ValueError(f"masks must be (B, H, W) with B = {rows.shape[0]}, got {tuple(masks.shape)}")
     if rows.shape[1] != grid[0] * grid[1]:
         raise ValueError(f"{rows.shape[1]} tokens do not fit grid {grid}")
-    from muse_hf.objectives.teachers import MaskAffinityTeacher
-
     grid_gt = MaskAffinityTeacher.grid_labels(masks.long(), grid).numpy()  # (B, N) majority-vote ids
     out: dict[str, list[float]] = {"miou": [], "pixel_accuracy": [], "token_miou": []}
     for i in range(rows.shape[0]):

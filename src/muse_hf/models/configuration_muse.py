@@ -240,7 +240,8 @@ def _pair(value: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
     return int(value), int(value)
 
 
-def _autoencoder_dc_params() -> set[str]:
+def autoencoder_dc_params() -> set[str]:
+    """The keyword arguments of diffusers' ``AutoencoderDC`` (the keys a ``decoder_config`` may hold)."""
     from diffusers import AutoencoderDC
 
     return set(inspect.signature(AutoencoderDC.__init__).parameters) - {"self"}
@@ -448,7 +449,7 @@ class MuseTokenizerConfig(PreTrainedConfig):
                 "`topology_layers` is empty: in routing='decoupled' no block's q_topo/k_topo would ever train."
             )
         dec = self.decoder_config
-        unknown = set(dec) - _autoencoder_dc_params()
+        unknown = set(dec) - autoencoder_dc_params()
         if unknown:
             raise ValueError(
                 f"`decoder_config` has keys that diffusers.AutoencoderDC does not accept: {sorted(unknown)}."

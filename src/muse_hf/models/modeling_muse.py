@@ -35,7 +35,7 @@ from transformers import InternVLConfig, InternVLVisionConfig, InternVLVisionMod
 from transformers.utils import ModelOutput
 
 from ..validation import check_pipeline_component, corrupt_weights_error
-from .configuration_muse import PRESETS, MuseTokenizerConfig, _autoencoder_dc_params
+from .configuration_muse import PRESETS, MuseTokenizerConfig, autoencoder_dc_params
 from .grad_ops import GradientScale, SpectralGradientFilter
 from .offline_weights import OFFLINE_IMAGE_SIZE, OFFLINE_MODELS, resolve_pretrained
 from .synergistic import RotaryEmbedding2D, SynergisticBlock, pixel_unshuffle_tokens
@@ -738,7 +738,7 @@ def _load_dc_ae_decoder(
         raise ValueError(
             f"Could not load a diffusers AutoencoderDC from {path_or_id!r} (subfolder={subfolder!r}): {err}"
         ) from err
-    allowed = _autoencoder_dc_params()
+    allowed = autoencoder_dc_params()
     decoder_config = {k: v for k, v in dict(ae.config).items() if k in _DECODER_KEYS and k in allowed}
     state = {k: v.detach().clone() for k, v in ae.decoder.state_dict().items()}
     return decoder_config, state

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from muse_hf.objectives.teachers import load_image_stats, missing_offline
+
 __all__ = [
     "ReconstructionLoss",
     "LPIPSConvNeXtLoss",
@@ -290,8 +292,6 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         import transformers
 
-        from muse_hf.objectives.teachers import _load_image_stats, _missing_offline
-
         name = str(model_id_or_path)
         repo = (
             name
@@ -304,7 +304,7 @@ class PerceptualLoss(nn.Module):
             "copy the folder here and pass its path as perceptual_model=..., or turn the term off with "
             "perceptual_weight=0."
         )
-        if _missing_offline(name, hub_kwargs):
+        if missing_offline(name, hub_kwargs):
             raise OSError(message)
         try:
             model = transformers.AutoModel.from_pretrained(name, **hub_kwargs)
@@ -313,7 +313,7 @@ class PerceptualLoss(nn.Module):
         self.model = model.eval().requires_grad_(False)
         self.layers = tuple(layers) if layers is not None else None
         if image_mean is None or image_std is None:
-            mean, std = _load_image_stats(name, model.config.model_type, **hub_kwargs)
+            mean, std = load_image_stats(name, model.config.model_type, **hub_kwargs)
             image_mean = image_mean if image_mean is not None else mean
             image_std = image_std if image_std is not None else std
         self.register_buffer(

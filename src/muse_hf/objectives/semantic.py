@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from muse_hf.models.grad_ops import grad_scale
+
 __all__ = [
     "TextEmbedder",
     "CLIPTextEmbedder",
@@ -476,8 +478,6 @@ def semantic_nce_loss(
         dist.all_gather(sizes_t, size)
         sizes = [int(s.item()) for s in sizes_t]
         if scale_grad_by_world_size:
-            from muse_hf.models.grad_ops import grad_scale
-
             img, txt = grad_scale(img, float(world)), grad_scale(txt, float(world))
         img = _gather_rows(img, sizes, rank)  # (B_global, d)
         txt = _gather_rows(txt, sizes, rank)  # (B_global, d)

@@ -127,7 +127,7 @@ def _interpolate_4d(
     return attn.transpose(1, 2).reshape(batch, heads, n_tgt, n_tgt)  # (B, H, N_q, N_k)
 
 
-def _missing_offline(model_id_or_path: str, hub_kwargs: dict) -> bool:
+def missing_offline(model_id_or_path: str, hub_kwargs: dict) -> bool:
     """True when ``model_id_or_path`` is neither a local folder nor in the Hub cache while working offline.
 
     Lets loaders fail at once with a clear message instead of after transformers' network retries.
@@ -150,7 +150,7 @@ def _missing_offline(model_id_or_path: str, hub_kwargs: dict) -> bool:
     return not isinstance(cached, str)
 
 
-def _load_image_stats(
+def load_image_stats(
     model_id_or_path: str, model_type: str, **hub_kwargs
 ) -> tuple[list[float], list[float]]:
     """Image mean/std from the checkpoint's ``preprocessor_config.json``, else the model family's defaults."""
@@ -293,7 +293,7 @@ class StructuralTeacher(nn.Module):
             "it first (`hf download <id> --local-dir DIR`) and pass DIR, or use MaskAffinityTeacher for data with "
             "instance masks."
         )
-        if _missing_offline(model_id_or_path, hub_kwargs):
+        if missing_offline(model_id_or_path, hub_kwargs):
             raise OSError(hint + " (offline and not in the local Hub cache)")
         try:
             config = transformers.AutoConfig.from_pretrained(model_id_or_path, **hub_kwargs)
@@ -305,7 +305,7 @@ class StructuralTeacher(nn.Module):
         if torch_dtype is not None:
             load_kwargs["dtype"] = torch_dtype
         model = model_cls.from_pretrained(model_id_or_path, **load_kwargs)
-        mean, std = _load_image_stats(model_id_or_path, model.config.model_type, **hub_kwargs)
+        mean, std = load_image_stats(model_id_or_path, model.config.model_type, **hub_kwargs)
         return cls(
             model,
             mean,

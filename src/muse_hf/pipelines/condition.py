@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
+from muse_hf.objectives.semantic import default_text_embedder_path
+
 __all__ = [
     "MuseCondition",
     "ConditionEncoder",
@@ -410,7 +412,5 @@ def load_default_text_encoder(**kwargs: Any) -> tuple[PreTrainedModel, Any]:
     Returns:
         ``(model, tokenizer)`` (a ``BertModel`` with hidden size 384 and its tokenizer).
     """
-    from muse_hf.objectives.semantic import default_text_embedder_path
-
     path = str(default_text_embedder_path())
     return AutoModel.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path)

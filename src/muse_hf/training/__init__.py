@@ -5,7 +5,10 @@
 * :class:`MuseTrainingArguments`, :class:`TokenizerTrainingArguments`, :func:`load_stage_arguments`,
   :func:`register_task` - typed YAML + CLI arguments;
 * :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`latest_checkpoint` - crash-safe checkpoints;
-* :func:`run_quickstart` - ``make quickstart``.
+* :class:`TokenizerTask` (:mod:`muse_hf.training.tokenizer`), :class:`UMMTask` / :class:`UMMTrainingArguments`
+  (:mod:`muse_hf.training.umm`) - the two curricula.
+
+``run_quickstart`` moved to :mod:`muse_hf.experiments.quickstart` (the old name here is a deprecated alias).
 
 Names are imported lazily so ``import muse_hf.training`` stays cheap.
 """
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from muse_hf.compat import moved_attribute
 
 _LAZY: dict[str, str] = {
     "train": "muse_hf.training.loop",
@@ -34,8 +39,9 @@ _LAZY: dict[str, str] = {
     "latest_checkpoint": "muse_hf.training.checkpointing",
     "list_checkpoints": "muse_hf.training.checkpointing",
     "EndlessLoader": "muse_hf.training.stream",
-    "TokenizerTask": "muse_hf.training.tokenizer_task",
-    "run_quickstart": "muse_hf.training.quickstart",
+    "TokenizerTask": "muse_hf.training.tokenizer.task",
+    "UMMTask": "muse_hf.training.umm.task",
+    "UMMTrainingArguments": "muse_hf.training.umm.arguments",
 }
 
 __all__ = sorted(_LAZY)
@@ -46,7 +52,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    raise AttributeError(f"module 'muse_hf.training' has no attribute {name!r}")
+    return moved_attribute(__name__, name, {"run_quickstart": "muse_hf.experiments.quickstart:run_quickstart"})
 
 
 def __dir__() -> list[str]:

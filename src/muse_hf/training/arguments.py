@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-import re
 import sys
 import types
 import typing
@@ -32,8 +31,14 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+from transformers import PreTrainedConfig
 
-from muse_hf.validation import check_known_keys
+from muse_hf.hub import HubUnavailableError
+from muse_hf.hub import check_hub_access as check_hub_write_access
+from muse_hf.models.configuration_muse import PRESETS, MuseTokenizerConfig
+from muse_hf.training.checkpointing import list_checkpoints
+from muse_hf.training.optim import SCHEDULER_NAMES
+from muse_hf.validation import check_known_keys, hub_offline, is_hub_id
 from muse_hf.validation import unknown_key_message as _unknown_key_message
 
 __all__ = [
@@ -49,19 +54,6 @@ __all__ = [
 
 # Files whose presence in an output dir means "a run lives here".
 RUN_MARKERS = ("training_args.yaml", "training_summary.json")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def is_hub_id(value: str) -> bool:
-    """Whether ``value`` is shaped like a Hub repo id (``owner/name``) rather than a local path."""
-    return bool(_HUB_ID.match(value)) and not value.startswith((".", "/", "~"))
-
-
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-    return env or bool(constants.HF_HUB_OFFLINE)  # (the Hub's own reads: datasets, init_from ids)
 
 
 def check_hub_access(timeout: float = 3.0) -> None:
@@ -70,11 +62,8 @@ def check_hub_access(timeout: float = 3.0) -> None:
     Raises:
         ValueError: naming what is missing and what to do about it.
     """
-    from muse_hf.hub import HubUnavailableError
-    from muse_hf.hub import check_hub_access as _check
-
     try:
-        _check(timeout=timeout)
+        check_hub_write_access(timeout=timeout)
     except HubUnavailableError as err:
         raise ValueError(
             f"--push_to_hub was given but the Hub cannot be reached: {err} Drop --push_to_hub to train offline; "
@@ -186,8 +175,6 @@ class MuseTrainingArguments:
         Raises:
             ValueError: with the offending field and what to do.
         """
-        from muse_hf.training.checkpointing import list_checkpoints
-
         if self.task not in TASK_REGISTRY:
             raise ValueError(f"task={self.task!r} is unknown; choose one of {sorted(TASK_REGISTRY)}.")
         positive = {
@@ -212,7 +199,6 @@ class MuseTrainingArguments:
             )
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}.")
-        from muse_hf.training.optim import SCHEDULER_NAMES
 
         if self.lr_scheduler not in SCHEDULER_NAMES:
             raise ValueError(
@@ -240,7 +226,7 @@ class MuseTrainingArguments:
             )
         if not Path(self.train_data).expanduser().exists() and not self.build_synthetic_data:
             if is_hub_id(self.train_data):
-                if _hub_offline():
+                if hub_offline():
                     raise ValueError(
                         f"train_data={self.train_data!r} is not a local path and looks like a Hub id, but "
                         "HF_HUB_OFFLINE is set. Point train_data at local shards, or set build_synthetic_data: "
@@ -261,7 +247,7 @@ class MuseTrainingArguments:
                         f"init_from={self.init_from!r} exists but has no config.json; it must be a folder written by "
                         "save_pretrained (e.g. a previous stage's output_dir)."
                     )
-            elif not is_hub_id(self.init_from) or _hub_offline():
+            elif not is_hub_id(self.init_from) or hub_offline():
                 raise ValueError(
                     f"init_from={self.init_from!r} does not exist locally (and cannot be fetched from the Hub). Train "
                     "the stage that writes it first (e.g. the previous stage of the curriculum), or point init_from "
@@ -419,17 +405,11 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
         if self.gan_start_step < 0:
             raise ValueError(f"gan_start_step must be >= 0, got {self.gan_start_step}.")
         if self.init_from is None:
-            from muse_hf.models.configuration_muse import PRESETS
-
             if self.model_preset not in PRESETS:
                 raise ValueError(
                     f"model_preset={self.model_preset!r} is unknown; choose one of {sorted(PRESETS)}."
                 )
         if self.model_overrides:  # refused here, before anything is built, with the closest field's name
-            from transformers import PreTrainedConfig
-
-            from muse_hf.models.configuration_muse import MuseTokenizerConfig
-
             fields = {f.name for f in dataclasses.fields(MuseTokenizerConfig)}
             own = fields - {f.name for f in dataclasses.fields(PreTrainedConfig)}
             check_known_keys(self.model_overrides, fields, "model_overrides (fields of MuseTokenizerConfig)", own)
@@ -446,12 +426,12 @@ class TaskSpec:
 TASK_REGISTRY: dict[str, TaskSpec] = {
     "tokenizer": TaskSpec(
         arguments="muse_hf.training.arguments:TokenizerTrainingArguments",
-        task="muse_hf.training.tokenizer_task:TokenizerTask",
+        task="muse_hf.training.tokenizer.task:TokenizerTask",
     ),
     # The unified-model stages (connector / DiT / instruction tuning) plug into the same loop.
     "umm": TaskSpec(
-        arguments="muse_hf.training.umm_task:UMMTrainingArguments",
-        task="muse_hf.training.umm_task:UMMTask",
+        arguments="muse_hf.training.umm.arguments:UMMTrainingArguments",
+        task="muse_hf.training.umm.task:UMMTask",
     ),
 }
 

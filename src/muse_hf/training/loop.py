@@ -6,12 +6,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import shutil
+import sys
 import time
+import typing
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +23,20 @@ from typing import Any
 
 import torch
 import yaml
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState, PartialState
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    DistributedType,
+    ProjectConfiguration,
+    send_to_device,
+    set_seed,
+)
+from tqdm.auto import tqdm
 
+from muse_hf.data import build_shapes_dataset
+from muse_hf.data.shapes import built_settings
+from muse_hf.hub import push_to_hub
 from muse_hf.training.arguments import (
     TASK_REGISTRY,
     MuseTrainingArguments,
@@ -112,10 +128,6 @@ def _build_accelerator(args: MuseTrainingArguments) -> Any:
     the previous stage's ``AcceleratorState`` / ``GradientState`` first; ``PartialState`` - the process group and
     this process's rank/device - is kept and shared by every stage of the run.
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
-
     # accelerate has no public reset; its own test suite resets these between Accelerators the same way.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
@@ -146,9 +158,7 @@ def _all_finite(accelerator: Any, losses: dict[str, torch.Tensor]) -> bool:
     return bool(bad.item() == 0)
 
 
-def _is_sharded(accelerator: Any) -> bool:
-    from accelerate.utils import DistributedType
-
+def is_sharded(accelerator: Any) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
@@ -166,7 +176,7 @@ def _clip_gradients(
     limit = max_norm if max_norm is not None else math.inf
     group_norms: dict[str, torch.Tensor] = {}
     total: float | None = None
-    if _is_sharded(accelerator):
+    if is_sharded(accelerator):
         # FSDP / DeepSpeed own unscaling and clipping (single-module tasks only; group norms are per shard).
         if want_group_norms and accelerator.scaler is None:
             group_norms = group_grad_norms(grad_groups)
@@ -196,8 +206,6 @@ def _maybe_build_data(args: MuseTrainingArguments, accelerator: Any) -> None:
     if not args.build_synthetic_data or args.train_data is None:
         return
     if Path(args.train_data).exists():
-        from muse_hf.data.shapes import built_settings
-
         built = (built_settings(args.train_data) or {}).get("plain_fraction", 0.0)
         if accelerator.is_main_process and built != args.synthetic_plain_fraction:
             logger.warning(
@@ -207,8 +215,6 @@ def _maybe_build_data(args: MuseTrainingArguments, accelerator: Any) -> None:
             )  # fmt: skip
         return
     if accelerator.is_main_process:
-        from muse_hf.data import build_shapes_dataset
-
         logger.info("Building the embedded synthetic scenes set in %s", args.train_data)
         build_shapes_dataset(
             args.train_data,
@@ -235,9 +241,6 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
         TrainingDivergedError: after ``max_consecutive_nonfinite`` non-finite steps in a row; the newest
             checkpoint on disk is the last good one.
     """
-    from accelerate.utils import send_to_device, set_seed
-    from tqdm.auto import tqdm
-
     start_time = time.perf_counter()
     accelerator = _build_accelerator(args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -275,8 +278,6 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
         )
         for name, opt in optimizers.items()
     }
-    from accelerate.utils import DistributedType
-
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         # No dataloader is prepared (the stream is per process), so DeepSpeed cannot infer the micro-batch.
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
@@ -296,7 +297,7 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
         )
         ema.to(accelerator.device)
 
-    if _is_sharded(accelerator) and len(names) > 1:
+    if is_sharded(accelerator) and len(names) > 1:
         raise ValueError(
             f"This stage trains {len(names)} modules ({names}, e.g. a GAN discriminator); FSDP/DeepSpeed runs "
             "support one. Use DDP (configs/accelerate/ddp_8gpu.yaml) or set gan_weight 0."
@@ -587,14 +588,10 @@ def _finish_trackers(accelerator: Any) -> None:
 def end_distributed() -> None:
     """Tear the process group down once, after the last stage (a no-op outside distributed runs)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        from accelerate.state import PartialState
-
         PartialState().destroy_process_group()
 
 
 def _push_to_hub(args: MuseTrainingArguments, out_dir: Path, summary: dict[str, Any]) -> None:
-    from muse_hf.hub import push_to_hub
-
     repo_id = args.hub_model_id or f"{Path(args.output_dir).resolve().parent.name}-{out_dir.name}"
     url = push_to_hub(
         out_dir,
@@ -681,8 +678,6 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         Process exit code (0 success, 1 diverged, 2 bad arguments).
     """
-    import sys
-
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in argv):
         _print_help(argv)
@@ -707,9 +702,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_help(argv: list[str]) -> None:
-    import dataclasses
-    import typing
-
     task = "tokenizer"
     config, overrides, _ = parse_cli([a for a in argv if a not in ("-h", "--help")])
     if config and Path(config).is_file():

@@ -3,7 +3,7 @@
 A :class:`TrainingTask` supplies the modules, their parameter groups, the data stream, the per-step losses
 and the final ``save_pretrained``. The loop supplies everything else: Accelerate set-up, optimisers and
 schedules, gradient accumulation and clipping, non-finite skipping, EMA, checkpoints/resume, logging,
-model card, Hub push. The tokenizer curriculum (:class:`~muse_hf.training.tokenizer_task.TokenizerTask`)
+model card, Hub push. The tokenizer curriculum (:class:`~muse_hf.training.tokenizer.task.TokenizerTask`)
 is one task; the unified-model stages are another, registered with
 :func:`muse_hf.training.arguments.register_task`.
 

@@ -1,69 +1,52 @@
-"""Model cards and Hugging Face Hub publishing for MUSE tokenizers and pipelines.
+"""Model cards for saved MUSE tokenizers and pipelines.
 
-Two public entry points, used by training (``save_pretrained`` folders get a ``README.md``), by users, and by
-``python -m muse_hf.hub``:
-
-* :func:`render_model_card` builds a ``huggingface_hub.ModelCard`` for a saved tokenizer folder
-  (``config.json`` with ``model_type: muse_tokenizer``) or pipeline folder (``model_index.json``) from the
-  Jinja templates in ``model_cards/``: YAML metadata through ``ModelCardData`` (``library_name``,
-  ``pipeline_tag``, ``tags``, ``base_model``, ``datasets``, eval results from ``metrics.json`` as
-  ``EvalResult`` entries) and a body with the configuration, the metrics beside their floors, the training
-  settings and usage code. :func:`write_model_card` writes it as ``README.md``.
-* :func:`push_to_hub` uploads a folder (or a model / pipeline object, saved to a temporary folder first) with
-  its card in one commit. It checks that the Hub is reachable *before* touching anything, so offline it fails
-  at once with :class:`HubUnavailableError` and the local folder is left exactly as it was.
-  :func:`push_space` publishes the Gradio demo (``app.py``) as a Space pointed at pushed models.
+:func:`render_model_card` builds a ``huggingface_hub.ModelCard`` for a saved tokenizer folder (``config.json`` with
+``model_type: muse_tokenizer``) or pipeline folder (``model_index.json``) from the Jinja templates in
+``model_cards/``: YAML metadata through ``ModelCardData`` (``library_name``, ``pipeline_tag``, ``tags``,
+``base_model``, ``datasets``, eval results from ``metrics.json`` as ``EvalResult`` entries) and a body with the
+configuration, the metrics beside their floors (labels and units from :data:`muse_hf.evaluation.report.METRIC_SPECS`),
+the training settings and usage code. :func:`write_model_card` writes it as ``README.md``.
 
 Example:
     >>> card = render_model_card("tokenizer", "outputs/quickstart/model")
     >>> card.data.pipeline_tag
     'image-feature-extraction'
-    >>> push_to_hub("outputs/quickstart/model", "me/muse-tiny-tokenizer")  # needs network + token
 """
 
 from __future__ import annotations
 
-import argparse
-import fnmatch
 import json
 import os
-import re
-import socket
-import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from safetensors import safe_open
+
+from muse_hf.evaluation.report import METRIC_SPECS
+from muse_hf.validation import is_hub_id
 
 __all__ = [
     "CARD_KINDS",
-    "DEFAULT_IGNORE_PATTERNS",
-    "HubUnavailableError",
+    "REPO_ROOT",
+    "CardKind",
     "MetricRow",
-    "check_hub_access",
     "detect_kind",
     "eval_results_from_metrics",
     "load_metrics",
-    "push_space",
-    "push_to_hub",
     "render_model_card",
     "template_dir",
     "write_model_card",
 ]
 
+#: The muse_hf checkout this package runs from (``model_cards/``, ``app.py`` and ``spaces/`` live there).
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
 CardKind = Literal["tokenizer", "pipeline"]
 CARD_KINDS: tuple[str, ...] = ("tokenizer", "pipeline")
-
-#: Files never uploaded by :func:`push_to_hub` (training state, logs, temp files of atomic writes).
-DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
-    "checkpoint-*", "checkpoint-*/*", "*/checkpoint-*/*", "logs/*", ".tmp-*", ".old-*", "*.lock", ".git/*",
-    "__pycache__/*", "*.pyc",
-)
 
 PAPER_TITLE = "MUSE: Resolving Manifold Misalignment in Visual Tokenization via Topological Orthogonality"
 
@@ -98,12 +81,6 @@ _EVAL_TASKS: dict[str, tuple[str, str, str]] = {
 # geneval_roundtrip: scored on the GenEval-style prompts' renders, not on the evaluation dataset
 _BODY_ONLY_METRICS = {"encode_throughput", "decode_throughput", "gradient_cosine", "topology_kl", "geneval_roundtrip"}
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class HubUnavailableError(RuntimeError):
-    """The Hugging Face Hub cannot be written to (offline mode, no token, no network, rejected token)."""
-
 
 # ------------------------------------------------------------------------------------------------ helpers
 def template_dir() -> Path:
@@ -113,11 +90,11 @@ def template_dir() -> Path:
     checkout or editable install).
     """
     env = os.environ.get("MUSE_HF_CARD_TEMPLATES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "model_cards"
+    return Path(env) if env else REPO_ROOT / "model_cards"
 
 
 def _is_hub_id(value: Any) -> bool:
-    return isinstance(value, str) and bool(_HUB_ID.match(value)) and not Path(value).exists()
+    return is_hub_id(value) and not Path(value).exists()
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -149,8 +126,6 @@ def detect_kind(folder: str | os.PathLike[str]) -> CardKind:
 
 def _safetensors_params(folder: Path) -> int | None:
     """Parameter count read from the safetensors headers under ``folder`` (no weights are loaded)."""
-    from safetensors import safe_open
-
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         return None
@@ -242,10 +217,6 @@ def load_metrics(metrics: Mapping[str, Any] | str | os.PathLike[str] | None, fol
 
 
 def _metric_rows(result: Mapping[str, Any]) -> list[MetricRow]:
-    try:  # labels and units come from the evaluation's own table when it is importable
-        from muse_hf.evaluation.report import METRIC_SPECS
-    except ImportError:  # pragma: no cover - evaluation extras missing
-        METRIC_SPECS = {}
     rows = []
     for key, entry in result.get("metrics", {}).items():
         spec = METRIC_SPECS.get(key)
@@ -507,282 +478,3 @@ def write_model_card(
     out = Path(folder) / filename
     card.save(str(out))
     return out
-
-
-# ------------------------------------------------------------------------------------------------ hub access
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-    return env or bool(constants.HF_HUB_OFFLINE)
-
-
-def check_hub_access(token: str | None = None, timeout: float = 5.0) -> str:
-    """Fail fast unless the Hub can be written to: offline mode, token, a TCP connection, ``whoami``.
-
-    Args:
-        token: a token to use (default: the stored one / ``HF_TOKEN``).
-        timeout: seconds for the connection test.
-
-    Returns:
-        The user name the token belongs to.
-
-    Raises:
-        HubUnavailableError: naming what is missing and what to do.
-    """
-    from huggingface_hub import constants, get_token, whoami
-
-    if _offline():
-        raise HubUnavailableError(
-            "HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it on a machine with network access."
-        )
-    token = token or get_token()
-    if not token:
-        raise HubUnavailableError("No Hugging Face token found; run `hf auth login` or set HF_TOKEN.")
-    url = urlparse(constants.ENDPOINT)
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as err:
-        raise HubUnavailableError(f"The Hub endpoint {host}:{port} cannot be reached ({err}); check the network.") from err
-    try:
-        info = whoami(token=token)
-    except Exception as err:  # noqa: BLE001 - any failure here means we cannot push
-        raise HubUnavailableError(f"The Hub did not accept the token ({type(err).__name__}: {err}).") from err
-    return str(info.get("name", ""))
-
-
-def _kind_of_object(obj: Any) -> CardKind:
-    from diffusers import DiffusionPipeline
-    from transformers import PreTrainedModel
-
-    if isinstance(obj, DiffusionPipeline):
-        return "pipeline"
-    if isinstance(obj, PreTrainedModel) and getattr(obj.config, "model_type", None) == "muse_tokenizer":
-        return "tokenizer"
-    raise ValueError(
-        f"push_to_hub takes a saved folder, a MuseTokenizerModel or a MusePipeline; got {type(obj).__name__}."
-    )
-
-
-def _files_to_upload(folder: Path, ignore_patterns: Sequence[str]) -> list[tuple[str, Path]]:
-    files = []
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(folder).as_posix()
-        if any(fnmatch.fnmatch(rel, pat) for pat in ignore_patterns):
-            continue
-        files.append((rel, path))
-    return files
-
-
-def push_to_hub(
-    folder_or_model: str | os.PathLike[str] | Any,
-    repo_id: str,
-    *,
-    kind: CardKind | None = None,
-    private: bool | None = None,
-    token: str | None = None,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    create_pr: bool = False,
-    metrics: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    settings: Mapping[str, Any] | None = None,
-    card_kwargs: Mapping[str, Any] | None = None,
-    ignore_patterns: Sequence[str] = DEFAULT_IGNORE_PATTERNS,
-    timeout: float = 5.0,
-) -> str:
-    """Upload a MUSE tokenizer or pipeline, with its model card, to the Hub in one commit.
-
-    The Hub is checked (:func:`check_hub_access`) before anything is written, and the local folder is only
-    read: the card is uploaded from memory (a ``README.md`` already in the folder is uploaded as it is).
-
-    Args:
-        folder_or_model: a ``save_pretrained`` folder, or a ``MuseTokenizerModel`` / ``MusePipeline`` (saved to a
-            temporary folder first).
-        repo_id: ``"user/name"`` of the model repository (created if missing).
-        kind: ``"tokenizer"`` / ``"pipeline"``; detected when ``None``.
-        private: visibility of a newly created repository.
-        token: Hub token (default: the stored one).
-        revision: branch to push to.
-        commit_message: default ``"Upload MUSE <kind>"``.
-        create_pr: open a pull request instead of committing to the branch.
-        metrics: evaluation results for the card (see :func:`load_metrics`).
-        settings: training settings for the card.
-        card_kwargs: extra arguments for :func:`render_model_card` (``base_model``, ``datasets``, ...).
-        ignore_patterns: glob patterns (relative paths) not uploaded.
-        timeout: seconds for the connectivity check.
-
-    Returns:
-        The URL of the commit (or pull request).
-
-    Raises:
-        ValueError: not a MUSE folder/model, or a malformed ``repo_id``.
-        HubUnavailableError: offline, no token, unreachable Hub or rejected token; nothing was written.
-    """
-    from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise ValueError(f"repo_id {repo_id!r} is not a valid Hub id ('user/name'): {err}") from err
-    if isinstance(folder_or_model, (str, os.PathLike)):
-        folder: Path | None = Path(folder_or_model)
-        detected = detect_kind(folder)
-        if kind is not None and kind != detected:
-            raise ValueError(f"{folder} holds a MUSE {detected}, but kind={kind!r} was requested.")
-        kind = detected
-        where = f"the local folder {folder} is unchanged"
-    else:
-        folder = None
-        kind = _kind_of_object(folder_or_model)
-        where = "nothing was saved or uploaded"
-    try:
-        check_hub_access(token=token, timeout=timeout)
-    except HubUnavailableError as err:
-        raise HubUnavailableError(
-            f"Cannot push to {repo_id}: {err} Nothing was uploaded and {where}; push later with "
-            "`python -m muse_hf.hub push FOLDER REPO_ID` (or `hf upload REPO_ID FOLDER`)."
-        ) from err
-
-    with tempfile.TemporaryDirectory(prefix="muse-push-") as tmp:
-        if folder is None:
-            folder = Path(tmp) / "model"
-            folder_or_model.save_pretrained(str(folder))
-        files = _files_to_upload(folder, ignore_patterns)
-        operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in files]
-        if not any(rel == "README.md" for rel, _ in files):
-            card = render_model_card(kind, folder, metrics=metrics, settings=settings, repo_id=repo_id,
-                                     **dict(card_kwargs or {}))
-            operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.create_commit(
-            repo_id, operations, commit_message=commit_message or f"Upload MUSE {kind}", revision=revision,
-            create_pr=create_pr,
-        )
-    return str(info.pr_url or info.commit_url)
-
-
-def push_space(
-    repo_id: str,
-    *,
-    model: str | None = None,
-    pipeline: str | None = None,
-    teacher: str | None = None,
-    hardware: str | None = None,
-    private: bool | None = None,
-    token: str | None = None,
-    repo_root: str | os.PathLike[str] | None = None,
-    timeout: float = 5.0,
-) -> str:
-    """Publish the Gradio demo as a Space: ``app.py``, ``src/`` and ``spaces/{README.md,requirements.txt}``
-    (placed at the Space root), with Space variables pointing the app at Hub models.
-
-    Args:
-        repo_id: ``"user/space-name"``.
-        model: Hub id of the tokenizer (Space variable ``MUSE_DEMO_MODEL``).
-        pipeline: Hub id of the pipeline (``MUSE_DEMO_PIPELINE``).
-        teacher: Hub id of a structural teacher (``MUSE_DEMO_TEACHER``), optional.
-        hardware: Space hardware, e.g. ``"cpu-basic"`` or ``"t4-small"`` (default: the Hub's default).
-        private: visibility of a newly created Space.
-        token: Hub token.
-        repo_root: the muse_hf checkout holding ``app.py`` (default: this package's repository root).
-        timeout: seconds for the connectivity check.
-
-    Returns:
-        The URL of the commit.
-
-    Raises:
-        ValueError: missing ``app.py``/``spaces/`` files or ids that are not Hub ids.
-        HubUnavailableError: the Hub cannot be written to; nothing was uploaded.
-    """
-    from huggingface_hub import CommitOperationAdd, HfApi
-
-    root = Path(repo_root) if repo_root is not None else Path(__file__).resolve().parents[2]
-    needed = [root / "app.py", root / "spaces" / "README.md", root / "spaces" / "requirements.txt", root / "src"]
-    missing = [str(p) for p in needed if not p.exists()]
-    if missing:
-        raise ValueError(f"Cannot assemble the Space: missing {missing}; run from a muse_hf checkout.")
-    variables = {k: v for k, v in (("MUSE_DEMO_MODEL", model), ("MUSE_DEMO_PIPELINE", pipeline),
-                                   ("MUSE_DEMO_TEACHER", teacher)) if v}
-    bad = [v for v in variables.values() if not _is_hub_id(v)]
-    if bad:
-        raise ValueError(f"Space variables must be Hub ids ('user/name'); got {bad}. Push the folders first.")
-    try:
-        check_hub_access(token=token, timeout=timeout)
-    except HubUnavailableError as err:
-        raise HubUnavailableError(f"Cannot create the Space {repo_id}: {err} Nothing was uploaded.") from err
-    operations = [
-        CommitOperationAdd(path_in_repo="app.py", path_or_fileobj=str(root / "app.py")),
-        CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(root / "spaces" / "README.md")),
-        CommitOperationAdd(path_in_repo="requirements.txt", path_or_fileobj=str(root / "spaces" / "requirements.txt")),
-    ]
-    for rel, path in _files_to_upload(root / "src", DEFAULT_IGNORE_PATTERNS):
-        operations.append(CommitOperationAdd(path_in_repo=f"src/{rel}", path_or_fileobj=str(path)))
-    for rel, path in _files_to_upload(root / "model_cards", DEFAULT_IGNORE_PATTERNS):
-        operations.append(CommitOperationAdd(path_in_repo=f"model_cards/{rel}", path_or_fileobj=str(path)))
-    api = HfApi(token=token)
-    api.create_repo(
-        repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True, space_hardware=hardware,
-        space_variables=[{"key": k, "value": v} for k, v in variables.items()] or None,
-    )
-    info = api.create_commit(repo_id, operations, repo_type="space", commit_message="Upload the MUSE demo")
-    return str(info.commit_url)
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m muse_hf.hub {card,push,space} ...``; returns a process exit code."""
-    parser = argparse.ArgumentParser(prog="python -m muse_hf.hub", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    card_p = sub.add_parser("card", help="render README.md into a saved tokenizer/pipeline folder")
-    card_p.add_argument("folder")
-    card_p.add_argument("--kind", choices=CARD_KINDS)
-    card_p.add_argument("--metrics", help="metrics.json (default: the folder's or its parent's)")
-    card_p.add_argument("--settings", help="YAML/JSON file of training settings to show")
-    card_p.add_argument("--repo_id")
-    card_p.add_argument("--out", help="write here instead of FOLDER/README.md ('-' prints it)")
-    push_p = sub.add_parser("push", help="upload a saved tokenizer/pipeline folder with its model card")
-    push_p.add_argument("folder")
-    push_p.add_argument("repo_id")
-    push_p.add_argument("--kind", choices=CARD_KINDS)
-    push_p.add_argument("--private", action="store_true")
-    push_p.add_argument("--metrics")
-    space_p = sub.add_parser("space", help="publish app.py as a Gradio Space using pushed models")
-    space_p.add_argument("repo_id")
-    space_p.add_argument("--model")
-    space_p.add_argument("--pipeline")
-    space_p.add_argument("--teacher")
-    space_p.add_argument("--hardware")
-    space_p.add_argument("--private", action="store_true")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        if args.command == "card":
-            settings = yaml.safe_load(Path(args.settings).read_text()) if args.settings else None
-            card = render_model_card(args.kind, args.folder, metrics=args.metrics, settings=settings,
-                                     repo_id=args.repo_id)
-            if args.out == "-":
-                print(card)
-            else:
-                out = Path(args.out) if args.out else Path(args.folder) / "README.md"
-                card.save(str(out))
-                print(f"wrote {out}")
-        elif args.command == "push":
-            print(push_to_hub(args.folder, args.repo_id, kind=args.kind, private=args.private or None,
-                              metrics=args.metrics))
-        else:
-            print(push_space(args.repo_id, model=args.model, pipeline=args.pipeline, teacher=args.teacher,
-                             hardware=args.hardware, private=args.private or None))
-    except (ValueError, FileNotFoundError, HubUnavailableError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

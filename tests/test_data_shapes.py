@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 from huggingface_hub import DatasetCard
 
+from muse_hf.cli import build_data_main as main
 from muse_hf.data import (
     COLOURS,
     LABEL_NAMES,
@@ -26,7 +27,7 @@ from muse_hf.data import (
     zero_shot_prompts,
 )
 from muse_hf.data.photos import PHOTO_CAPTIONS, photo_check_dataset
-from muse_hf.data.shapes import SIZES, Scene, main
+from muse_hf.data.shapes import SIZES, Scene
 
 SIZE = 32
 SIZE_RANK = {"small": 0, "medium": 1, "large": 2}

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from muse_hf.cli import evaluate_main as main
 from muse_hf.evaluation import METRIC_SPECS, evaluate_tokenizer
-from muse_hf.evaluation.evaluate import main
 
 
 class HashTextEmbedder:

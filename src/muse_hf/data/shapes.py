@@ -28,7 +28,6 @@ held-out prompt (:func:`held_out_prompts`).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
@@ -48,6 +47,7 @@ from typing import Any
 import datasets
 import numpy as np
 
+from muse_hf.compat import moved_attribute
 from muse_hf.validation import PNG_SIGNATURE
 
 __all__ = [
@@ -74,7 +74,6 @@ __all__ = [
     "held_out_prompts",
     "is_held_out",
     "label_of",
-    "main",
     "plain_object",
     "plain_prompt",
     "plain_spots",
@@ -1133,51 +1132,8 @@ License: CC0-1.0 (generated data, no third-party content).
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
-def main(argv: Sequence[str] | None = None) -> int:
-    """``muse-hf build-data``: write the synthetic scenes dataset."""
-    parser = argparse.ArgumentParser(
-        prog="muse-hf build-data", description="Write the MUSE synthetic scenes dataset."
-    )
-    parser.add_argument(
-        "--output_dir", default="data/shapes", help="output folder (parquet shards + README.md)"
-    )
-    parser.add_argument("--num_train", type=int, default=10_000)
-    parser.add_argument("--num_val", type=int, default=1_000)
-    parser.add_argument("--image_size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max_shard_rows", type=int, default=2_500)
-    parser.add_argument("--min_shards", type=int, default=4)
-    parser.add_argument("--min_objects", type=int, default=1)
-    parser.add_argument("--max_objects", type=int, default=4)
-    parser.add_argument(
-        "--plain_fraction", type=float, default=0.0,
-        help="share of GenEval-style plain scenes (white background, plain separated objects, GenEval phrasing)",
-    )  # fmt: skip
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in output_dir")
-    parser.add_argument(
-        "--num_proc", type=int, default=1, help="worker processes (output is identical for any value)"
-    )
-    args = parser.parse_args(None if argv is None else list(argv))
-    summary = build_shapes_dataset(
-        args.output_dir,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        image_size=args.image_size,
-        seed=args.seed,
-        max_shard_rows=args.max_shard_rows,
-        min_shards=args.min_shards,
-        options=SceneOptions(min_objects=args.min_objects, max_objects=args.max_objects),
-        overwrite=args.overwrite,
-        num_proc=args.num_proc,
-        plain_fraction=args.plain_fraction,
-    )
-    for split, info in summary["splits"].items():
-        print(f"{split}: {info['num_examples']} samples in {len(info['files'])} shards")
-    print(
-        f"wrote {summary['out_dir']} in {summary['seconds']:.1f} s ({summary['samples_per_second']:.0f} samples/s)"
-    )
-    return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def __getattr__(name: str) -> Any:
+    # ``main`` (the ``build-data`` parser) is ``muse_hf.cli.build_data_main`` (``muse-hf build-data``).
+    return moved_attribute(__name__, name, {"main": "muse_hf.cli:build_data_main"})

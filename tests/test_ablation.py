@@ -17,7 +17,6 @@ from conftest import TINY_TEST_OVERRIDES
 MEAN_STD = re.compile(r"^[+-]?\d+\.\d+ ± \d+\.\d+$")
 
 
-
 @pytest.fixture(scope="module")
 def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from muse_hf.data import build_shapes_dataset
@@ -167,9 +166,7 @@ def test_end_to_end_writes_tables_json_and_figure(ablation: tuple[Any, dict[str,
         per_seed = [r for r in saved["runs"] if r["variant"] == variant]
         assert sorted(r["seed"] for r in per_seed) == [0, 1]
         assert stats["values"] == [r["metrics"]["psnr"]["value"] for r in per_seed]
-        assert (
-            saved["variants"][variant]["params"]["total"] > saved["variants"][variant]["params"]["blocks"] > 0
-        )
+        assert saved["variants"][variant]["params"]["total"] > saved["variants"][variant]["params"]["blocks"] > 0
 
     # gradient cosine logged every step (step 0 = initialisation) and after the last step, for every seed
     for run in saved["runs"]:
@@ -183,9 +180,7 @@ def test_end_to_end_writes_tables_json_and_figure(ablation: tuple[Any, dict[str,
         assert all(math.isfinite(m) for m in curve["mean"])
     claims = {c["claim"].split(":")[0]: c["held"] for c in saved["claims"]}
     assert isinstance(claims["Naive Shared shows gradient conflict"], bool)
-    assert (
-        claims["Semantic-only has a worse attention mIoU than Full (paper 14.1 vs 46.5)"] is None
-    )  # not run
+    assert claims["Semantic-only has a worse attention mIoU than Full (paper 14.1 vs 46.5)"] is None  # not run
 
 
 def test_finished_runs_are_reused(ablation: tuple[Any, dict[str, Any]]) -> None:
@@ -210,9 +205,7 @@ def test_changed_settings_retrain(ablation: tuple[Any, dict[str, Any]], shapes_d
     base = load_base_config(settings.base_config)
     key = settings_key(settings, "full", 0, base)
     assert key == settings_key(_settings(Path("/elsewhere"), shapes_dir, jobs=2), "full", 0, base)
-    assert key != settings_key(
-        _settings(Path(settings.out_dir), shapes_dir, max_train_steps=3), "full", 0, base
-    )
+    assert key != settings_key(_settings(Path(settings.out_dir), shapes_dir, max_train_steps=3), "full", 0, base)
     assert key != settings_key(settings, "full", 1, base)
 
 
@@ -227,9 +220,7 @@ def test_probe_does_not_change_training_and_restores_freezing(tmp_path: Path, sh
     settings = _settings(tmp_path, shapes_dir)
     # baseline: semantic stream and q/k_topo frozen, so the probe must unfreeze them for its measurement only
     args = load_stage_arguments(training_config(settings, "baseline", 0, tmp_path / "probed", shapes_dir))[0]
-    plain_args = load_stage_arguments(
-        training_config(settings, "baseline", 0, tmp_path / "plain", shapes_dir)
-    )[0]
+    plain_args = load_stage_arguments(training_config(settings, "baseline", 0, tmp_path / "plain", shapes_dir))[0]
     task = CosineProbeTask(args, probe_every=1, probe_samples=4, text_embedder=shared_text_embedder(None))
     probed = train(args, task=task)
     plain = train(plain_args, task=TokenizerTask(plain_args))
@@ -276,11 +267,7 @@ def _fake_summary(**means: dict[str, tuple[float, float]]) -> dict[str, Any]:
     for name, columns in means.items():
         variants[name] = {
             "metrics": {c: {"mean": m, "std": s, "n": 3} for c, (m, s) in columns.items()}
-            | {
-                c: {"mean": None, "std": None, "n": 0}
-                for c in ("cos", "psnr", "miou", "zero_shot")
-                if c not in columns
-            }
+            | {c: {"mean": None, "std": None, "n": 0} for c in ("cos", "psnr", "miou", "zero_shot") if c not in columns}
         }
     return {"variants": variants}
 
@@ -302,9 +289,7 @@ def test_check_claims_follow_their_definitions() -> None:
     # decoupled mIoU 30 below soft's 32
     assert held == [True, True, True, True, False, True, False, False]
 
-    flipped = _fake_summary(
-        shared={"cos": (0.01, 0.01)}, soft={"cos": (0.05, 0.01)}, full={"cos": (-0.2, 0.01)}
-    )
+    flipped = _fake_summary(shared={"cos": (0.01, 0.01)}, soft={"cos": (0.05, 0.01)}, full={"cos": (-0.2, 0.01)})
     held = [c["held"] for c in check_claims(flipped)]
     assert held[:3] == [False, False, False] and held[3:] == [None, None, None, None, None]
 

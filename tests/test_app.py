@@ -43,8 +43,9 @@ def header_only_png(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -67,8 +68,16 @@ def save_tiny_models(folder: Path) -> dict[str, Path]:
     pipe.vae.save_pretrained(paths["tokenizer"])
     pipe.image_processor.save_pretrained(paths["tokenizer"])
     torch.manual_seed(0)
-    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                             patch_size=4, image_size=32)).save_pretrained(paths["teacher"])
+    Dinov2Model(
+        Dinov2Config(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            patch_size=4,
+            image_size=32,
+        )
+    ).save_pretrained(paths["teacher"])
     return paths
 
 
@@ -112,8 +121,13 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: thread hand-offs dominate on a shared machine
     paths = save_tiny_models(tmp_path_factory.mktemp("app_models"))
-    models = app.load_demo_models(model=str(paths["tokenizer"]), pipeline=str(paths["pipeline"]),
-                                  teacher=str(paths["teacher"]), device="cpu", teacher_image_size=32)
+    models = app.load_demo_models(
+        model=str(paths["tokenizer"]),
+        pipeline=str(paths["pipeline"]),
+        teacher=str(paths["teacher"]),
+        device="cpu",
+        teacher_image_size=32,
+    )
     demo = app.build_demo(models=models)
     app.launch_demo(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
@@ -148,8 +162,9 @@ def test_structure_point_pooled_and_teachers(client: Client, files: dict[str, Pa
     student, teacher, note = client.predict(handle_file(files["photo"]), "point", 0.25, 0.8, 0, api_name="/structure")
     assert as_image(student).size == as_image(teacher).size == (app.DISPLAY_SIZE, app.DISPLAY_SIZE)
     assert "token (3, 0) of the 4x4 grid" in note and "teacher" in note.lower() and "KL" in note
-    _, teacher_img, pooled_note = client.predict(handle_file(files["photo"]), "pooled", 0.5, 0.5, 0,
-                                                 api_name="/structure")
+    _, teacher_img, pooled_note = client.predict(
+        handle_file(files["photo"]), "pooled", 0.5, 0.5, 0, api_name="/structure"
+    )
     assert "pooled query" in pooled_note and teacher_img is not None
     # a synthetic scene comes with instance masks: its teacher is the mask affinity
     scene, scene_note = client.predict(3, api_name="/scene")
@@ -171,14 +186,19 @@ def test_generate_is_seeded(client: Client) -> None:
 
 def test_edit_is_multi_turn(client: Client, files: dict[str, Path]) -> None:
     client.predict(api_name="/edit_reset")
-    first, messages, = client.predict(handle_file(files["small"]), "make the circle green", 2, 2.0, 0,
-                                      api_name="/edit")
+    (
+        first,
+        messages,
+    ) = client.predict(handle_file(files["small"]), "make the circle green", 2, 2.0, 0, api_name="/edit")
     assert as_image(first).size == (48, 40)  # editing keeps the input's size
     assert message_kinds(messages) == [("user", "image"), ("user", "text"), ("assistant", "image")]
     second, messages = client.predict(handle_file(files["small"]), "move it left", 2, 2.0, 0, api_name="/edit")
     assert len(messages) == 5 and messages[3]["content"][0]["text"] == "move it left"
     assert not np.array_equal(np.asarray(as_image(first)), np.asarray(as_image(second)))
-    _, messages, = client.predict(api_name="/edit_reset")
+    (
+        _,
+        messages,
+    ) = client.predict(api_name="/edit_reset")
     assert messages == []
     _, messages = client.predict(handle_file(files["small"]), "make it blue", 2, 2.0, 0, api_name="/edit")
     assert len(messages) == 3  # a fresh conversation
@@ -194,8 +214,9 @@ def test_understand(client: Client, files: dict[str, Path]) -> None:
     ("upload", "message"),
     [("text_as_png", "is not an image that can be decoded"), ("bomb", "too large"), ("too_wide", "5000x100")],
 )
-def test_bad_uploads_get_errors_and_server_keeps_serving(client: Client, files: dict[str, Path], upload: str,
-                                                         message: str) -> None:
+def test_bad_uploads_get_errors_and_server_keeps_serving(
+    client: Client, files: dict[str, Path], upload: str, message: str
+) -> None:
     with pytest.raises(AppError, match=message):
         client.predict(handle_file(files[upload]), api_name="/reconstruct")
     _, recon, _, metrics = client.predict(handle_file(files["photo"]), api_name="/reconstruct")
@@ -260,8 +281,9 @@ def test_page_without_models_says_how_to_make_them(monkeypatch, tmp_path: Path) 
     models = app.load_demo_models()
     assert models.tokenizer is None and models.pipeline is None
     demo = app.build_demo(models=models)
-    markdown = " ".join(str(c.get("props", {}).get("value", "")) for c in demo.config["components"]
-                        if c.get("type") == "markdown")
+    markdown = " ".join(
+        str(c.get("props", {}).get("value", "")) for c in demo.config["components"] if c.get("type") == "markdown"
+    )
     assert "make quickstart" in markdown and "--model PATH_OR_HUB_ID" in markdown
     tabs = [c["props"].get("label") for c in demo.config["components"] if c.get("type") == "tabitem"]
     assert tabs == ["Reconstruct", "Structure", "Generate", "Edit"]  # no Understand without an image-aware mllm

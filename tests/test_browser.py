@@ -30,16 +30,22 @@ SIZE = 32
 
 def find_chromium() -> str | None:
     """Debian's chromium binary (``$CHROMIUM_PATH`` overrides); the real binary is preferred to the wrapper."""
-    candidates = [os.environ.get("CHROMIUM_PATH"), "/usr/lib/chromium/chromium", shutil.which("chromium"),
-                  shutil.which("chromium-browser")]
+    candidates = [
+        os.environ.get("CHROMIUM_PATH"),
+        "/usr/lib/chromium/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ]
     return next((c for c in candidates if c and Path(c).is_file() and os.access(c, os.X_OK)), None)
 
 
 CHROMIUM = find_chromium()
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium "
-                                                "chromium-driver; .ci/run installs it)"),
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="chromium is not installed (apt-get install -y chromium chromium-driver; .ci/run installs it)",
+    ),
 ]
 
 
@@ -52,11 +58,19 @@ def ensure_playwright() -> None:
     npm = shutil.which("npm")
     if npm is not None:
         env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=BROWSER_DIR, env=env, timeout=300,
-                       capture_output=True, check=False)
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=BROWSER_DIR,
+            env=env,
+            timeout=300,
+            capture_output=True,
+            check=False,
+        )
     if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
-        pytest.fail("playwright-core is missing: run `npm ci --prefix tests/browser` "
-                    "(PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1; the test uses the system chromium)")
+        pytest.fail(
+            "playwright-core is missing: run `npm ci --prefix tests/browser` "
+            "(PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1; the test uses the system chromium)"
+        )
 
 
 def free_port() -> int:
@@ -73,9 +87,21 @@ def start_app(args: list[str], log: Path, timeout: float = 300.0) -> tuple[subpr
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py"), *args, "--host", "127.0.0.1", "--port", str(port),
-             "--num_threads", "1"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                str(REPO / "app.py"),
+                *args,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num_threads",
+                "1",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout
@@ -119,13 +145,29 @@ def test_reconstruct_and_structure_in_chromium(tmp_path: Path) -> None:
         shutil.rmtree(ARTIFACTS)
     ARTIFACTS.mkdir(parents=True)
 
-    proc, url = start_app(["--model", str(tmp_path / "tokenizer"), "--pipeline", str(tmp_path / "pipeline")],
-                          ARTIFACTS / "server.log")
+    proc, url = start_app(
+        ["--model", str(tmp_path / "tokenizer"), "--pipeline", str(tmp_path / "pipeline")], ARTIFACTS / "server.log"
+    )
     try:
         run = subprocess.run(
-            ["node", str(BROWSER_DIR / "reconstruct.mjs"), "--url", url, "--image", str(image), "--bad", str(bad),
-             "--out", str(ARTIFACTS), "--chromium", CHROMIUM],
-            cwd=BROWSER_DIR, capture_output=True, text=True, timeout=420,
+            [
+                "node",
+                str(BROWSER_DIR / "reconstruct.mjs"),
+                "--url",
+                url,
+                "--image",
+                str(image),
+                "--bad",
+                str(bad),
+                "--out",
+                str(ARTIFACTS),
+                "--chromium",
+                CHROMIUM,
+            ],
+            cwd=BROWSER_DIR,
+            capture_output=True,
+            text=True,
+            timeout=420,
         )
     finally:
         stop(proc)

@@ -47,9 +47,7 @@ def test_preset_rules_follow_overrides() -> None:
 
 
 def test_json_round_trip(tmp_path) -> None:
-    cfg = MuseTokenizerConfig.from_preset(
-        "tiny", routing="two_stream", spectral_filter_alpha=0.1, grad_scale=0.5
-    )
+    cfg = MuseTokenizerConfig.from_preset("tiny", routing="two_stream", spectral_filter_alpha=0.1, grad_scale=0.5)
     cfg.save_pretrained(tmp_path)
     loaded = MuseTokenizerConfig.from_pretrained(tmp_path)
     assert loaded.to_dict() == cfg.to_dict()

@@ -12,16 +12,30 @@ from muse_hf.models.connector import MuseConnector
 
 def _connector(**kw) -> MuseConnector:
     torch.manual_seed(0)
-    args = dict(condition_dim=16, caption_channels=24, num_queries=5, num_layers=2, hidden_size=32,
-                num_attention_heads=4, num_key_value_heads=2, reference_channels=8)
+    args = dict(
+        condition_dim=16,
+        caption_channels=24,
+        num_queries=5,
+        num_layers=2,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        reference_channels=8,
+    )
     args.update(kw)
     return MuseConnector(**args).eval()
 
 
 def _tiny_qwen(layers: int = 3) -> Qwen2Model:
     torch.manual_seed(1)
-    cfg = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=50)
+    cfg = Qwen2Config(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=50,
+    )
     cfg._attn_implementation = "eager"
     return Qwen2Model(cfg).eval()
 
@@ -96,8 +110,9 @@ def test_from_llm_layers_copies_last_layers_and_matches_qwen2_math() -> None:
     ref = layer(x, attention_mask=torch.zeros(2, 1, 7, 7), position_embeddings=(cos, sin))
     from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
-    ccos, csin = get_1d_rotary_pos_embed(8, pos.flatten().float(), theta=c.config.rope_theta, use_real=True,
-                                         repeat_interleave_real=False)
+    ccos, csin = get_1d_rotary_pos_embed(
+        8, pos.flatten().float(), theta=c.config.rope_theta, use_real=True, repeat_interleave_real=False
+    )
     ours = c.layers[0](x, (ccos.view(2, 1, 7, 8), csin.view(2, 1, 7, 8)), torch.ones(2, 1, 1, 7, dtype=torch.bool))
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
@@ -131,8 +146,9 @@ def test_save_load_round_trip(tmp_path) -> None:
     loaded = MuseConnector.from_pretrained(tmp_path).eval()
     assert loaded.config.reference_channels == 8 and loaded.config.num_queries == 5
     x, r = torch.randn(2, 4, 16), torch.randn(2, 8, 2, 2)
-    torch.testing.assert_close(loaded(x, reference_latents=r).encoder_hidden_states,
-                               c(x, reference_latents=r).encoder_hidden_states)
+    torch.testing.assert_close(
+        loaded(x, reference_latents=r).encoder_hidden_states, c(x, reference_latents=r).encoder_hidden_states
+    )
 
 
 def test_from_llm_layers_equals_unilips_trimmed_llm_copy() -> None:
@@ -151,16 +167,21 @@ def test_from_llm_layers_equals_unilips_trimmed_llm_copy() -> None:
     x, q = torch.randn(2, 7, 32), torch.randn(2, 5, 32)
     pos = torch.arange(12)[None].expand(2, -1)
     with torch.no_grad():
-        ref = unilip(inputs_embeds=torch.cat([x, q], 1), attention_mask=torch.zeros(2, 1, 12, 12), position_ids=pos,
-                     output_hidden_states=True).hidden_states[-1]  # bidirectional (all-zero additive mask)
+        ref = unilip(
+            inputs_embeds=torch.cat([x, q], 1),
+            attention_mask=torch.zeros(2, 1, 12, 12),
+            position_ids=pos,
+            output_hidden_states=True,
+        ).hidden_states[-1]  # bidirectional (all-zero additive mask)
         ours = c(x, query_states=q).encoder_hidden_states
     torch.testing.assert_close(ours, c.proj_out(ref), atol=1e-5, rtol=1e-5)
 
 
 def test_queries_start_standard_normal_as_unilip() -> None:
     torch.manual_seed(0)
-    c = MuseConnector(condition_dim=64, caption_channels=8, num_queries=256, num_layers=1, hidden_size=64,
-                      num_attention_heads=4)
+    c = MuseConnector(
+        condition_dim=64, caption_channels=8, num_queries=256, num_layers=1, hidden_size=64, num_attention_heads=4
+    )
     std = c.query_embeds.detach().std().item()
     assert 0.9 < std < 1.1, std  # torch.randn(1, n_query, hidden_size) in UniLIP
     llm = _tiny_qwen(2)

@@ -76,9 +76,7 @@ def test_same_seed_same_bytes_other_seed_differs(built: Path, tmp_path: Path) ->
 
 def test_layout_card_and_streaming_load(built: Path) -> None:
     files = sorted(p.name for p in (built / "data").iterdir())
-    assert files == [
-        f"{split}-0000{i}-of-00004.parquet" for split in ("train", "validation") for i in range(4)
-    ]
+    assert files == [f"{split}-0000{i}-of-00004.parquet" for split in ("train", "validation") for i in range(4)]
     card = DatasetCard.load(built / "README.md")
     meta = card.data.to_dict()
     assert meta["license"] == "cc0-1.0"
@@ -102,9 +100,7 @@ def test_fields_are_consistent(rows: list[dict]) -> None:
         image, mask, objects = _png(r["image"]), _png(r["mask"]), r["objects"]
         assert image.shape == (SIZE, SIZE, 3) and mask.shape == (SIZE, SIZE) and mask.dtype == np.uint8
         assert 1 <= len(objects) <= 4
-        assert set(np.unique(mask)) - {0} == set(
-            range(1, len(objects) + 1)
-        )  # every object visible, ids match
+        assert set(np.unique(mask)) - {0} == set(range(1, len(objects) + 1))  # every object visible, ids match
         for i, obj in enumerate(objects, start=1):
             x0, y0, x1, y1 = obj["bbox"]
             assert 0 <= x0 <= x1 < SIZE and 0 <= y0 <= y1 < SIZE
@@ -253,9 +249,7 @@ def test_photo_check_set() -> None:
     arrays = [np.asarray(p) for p in photos]
     assert not np.array_equal(arrays[0], arrays[1])  # whole photo vs 2x zoom
     assert np.array_equal(arrays[2][..., 0], arrays[2][..., 1])  # grey photo -> equal channels
-    assert np.array_equal(
-        arrays[0], np.asarray(photo_check_set(32, names=["astronaut"], crops_per_photo=1)[0])
-    )
+    assert np.array_equal(arrays[0], np.asarray(photo_check_set(32, names=["astronaut"], crops_per_photo=1)[0]))
     wide = photo_check_set((24, 40), names=["rocket"], crops_per_photo=1)[0]
     assert wide.size == (40, 24)
     assert len(photo_check_set(16)) == 2 * len(PHOTO_CAPTIONS)
@@ -278,8 +272,7 @@ def test_plain_share_matches_the_scorer_and_never_uses_held_out_prompts(built: P
     from muse_hf.data.shapes import PLAIN_BACKGROUND, held_out_prompts, is_held_out
 
     out = tmp_path / "plain"
-    build_shapes_dataset(out, num_train=80, num_val=16, image_size=SIZE, seed=7, max_shard_rows=40,
-                         plain_fraction=0.5)
+    build_shapes_dataset(out, num_train=80, num_val=16, image_size=SIZE, seed=7, max_shard_rows=40, plain_fraction=0.5)
     from muse_hf.data.shapes import built_settings
 
     assert built_settings(out)["plain_fraction"] == 0.5 and built_settings(built)["plain_fraction"] == 0.0
@@ -287,8 +280,10 @@ def test_plain_share_matches_the_scorer_and_never_uses_held_out_prompts(built: P
     plain_rows = datasets.load_dataset(str(out), split="train")
     for col in ("image", "mask", "source_image", "target_image"):
         plain_rows = plain_rows.cast_column(col, datasets.Image(decode=False))
-    base = {r["index"]: r for r in datasets.load_dataset(str(built), split="train")
-            .cast_column("image", datasets.Image(decode=False))}
+    base = {
+        r["index"]: r
+        for r in datasets.load_dataset(str(built), split="train").cast_column("image", datasets.Image(decode=False))
+    }
     scored = _geneval_prompt_set()
     held = held_out_prompts()
     n_plain = 0
@@ -331,8 +326,14 @@ def test_held_out_split_is_explicit_and_disjoint() -> None:
     # Every scored prompt names a held-out set and is one of the held-out prompt strings.
     for seed in range(3):
         items = geneval_prompts(64, 8, seed)
-        assert {p.category for p in items} == {"single_object", "colors", "two_object", "color_attr", "counting",
-                                                "position"}
+        assert {p.category for p in items} == {
+            "single_object",
+            "colors",
+            "two_object",
+            "color_attr",
+            "counting",
+            "position",
+        }
         for p in items:
             assert is_held_out([o.name for o in p.scene.objects]), p.prompt
             assert p.prompt in held_out_prompts(), p.prompt

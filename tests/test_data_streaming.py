@@ -106,9 +106,7 @@ def corrupt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (out / "data").mkdir()
     for k in range(2):
-        table.select(range(k * 50, (k + 1) * 50)).to_parquet(
-            str(out / "data" / f"train-0000{k}-of-00002.parquet")
-        )
+        table.select(range(k * 50, (k + 1) * 50)).to_parquet(str(out / "data" / f"train-0000{k}-of-00002.parquet"))
     return out
 
 
@@ -180,9 +178,7 @@ def test_image_text_stream_yields_aligned_samples(shapes_dir: Path, proc: MuseIm
     raw = datasets.load_dataset(str(shapes_dir), split="train")
     for sample in list(ds)[:6]:
         row = raw[sample["index"]]
-        assert (
-            sample["pixel_values"].shape == (3, SIZE, SIZE) and sample["pixel_values"].dtype == torch.float32
-        )
+        assert sample["pixel_values"].shape == (3, SIZE, SIZE) and sample["pixel_values"].dtype == torch.float32
         expected = proc(row["image"], return_tensors="pt")["pixel_values"][0]
         torch.testing.assert_close(sample["pixel_values"], expected)
         assert sample["caption"] == row["caption"] and sample["label"] == row["label"]
@@ -205,9 +201,7 @@ def test_mask_follows_the_processor_geometry(shapes_dir: Path) -> None:
 
 def test_edit_stream(shapes_dir: Path, proc: MuseImageProcessor) -> None:
     edits = load_edit_stream(shapes_dir, "validation", proc, extra_columns=["index"])
-    images = {
-        s["index"]: s for s in load_image_text_stream(shapes_dir, "validation", proc, extra_columns=["index"])
-    }
+    images = {s["index"]: s for s in load_image_text_stream(shapes_dir, "validation", proc, extra_columns=["index"])}
     batch = next(iter(make_dataloader(edits, batch_size=4)))
     assert set(batch) == {"source_pixel_values", "target_pixel_values", "instruction", "index"}
     assert batch["source_pixel_values"].shape == batch["target_pixel_values"].shape == (4, 3, SIZE, SIZE)
@@ -271,9 +265,7 @@ def test_bad_arguments_fail_clearly(shapes_dir: Path, tmp_path: Path, proc: Muse
 
 # ---------------------------------------------------------------------------------------------------- distribution
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_split_by_node_is_disjoint_and_complete(
-    shapes_dir: Path, proc: MuseImageProcessor, world_size: int
-) -> None:
+def test_split_by_node_is_disjoint_and_complete(shapes_dir: Path, proc: MuseImageProcessor, world_size: int) -> None:
     parts = []
     for rank in range(world_size):
         ds = load_image_text_stream(
@@ -322,9 +314,7 @@ def test_resume_continues_exactly_where_it_stopped(
     """Shuffled stream: the resumed run yields exactly the uninterrupted run's remaining samples, in order."""
 
     def loader() -> Any:
-        ds = load_image_text_stream(
-            shapes_dir, "train", proc, extra_columns=["index"], shuffle_buffer=6, seed=5
-        )
+        ds = load_image_text_stream(shapes_dir, "train", proc, extra_columns=["index"], shuffle_buffer=6, seed=5)
         return make_dataloader(ds, batch_size=5, num_workers=num_workers)
 
     full = [i for batch in loader() for i in batch["index"].tolist()]

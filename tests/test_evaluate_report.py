@@ -24,10 +24,7 @@ class HashTextEmbedder:
         self.dim = dim
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        rows = [
-            torch.randn(self.dim, generator=torch.Generator().manual_seed(zlib.crc32(t.encode())))
-            for t in texts
-        ]
+        rows = [torch.randn(self.dim, generator=torch.Generator().manual_seed(zlib.crc32(t.encode()))) for t in texts]
         return torch.nn.functional.normalize(torch.stack(rows), dim=-1)  # (B, dim)
 
 
@@ -107,20 +104,13 @@ def test_report_has_every_field_beside_its_floors(tiny_config, shapes_dir: Path,
     ):
         entry = metrics[key]
         assert entry["status"] == "ok", (key, entry)
-        assert (
-            math.isfinite(entry["value"]) and entry["untrained"] is not None and entry["baseline"] is not None
-        ), key
+        assert math.isfinite(entry["value"]) and entry["untrained"] is not None and entry["baseline"] is not None, key
     # the model under test *is* an untrained model built with seed 0: the untrained floor reproduces it exactly
     assert metrics["psnr"]["value"] == pytest.approx(metrics["psnr"]["untrained"])
     assert 0.0 <= metrics["attention_miou"]["value"] <= 1.0 and 0.0 < metrics["ssim"]["baseline"] <= 1.0
     # the teacher's own attention, segmented the same way, is reported as the ceiling at this grid
-    assert (
-        0.0 < metrics["attention_miou"]["teacher_ceiling"] <= 1.0
-        and "ceiling" in metrics["attention_miou"]["note"]
-    )
-    assert (
-        metrics["zero_shot_accuracy"]["status"] == "ok" and metrics["zero_shot_accuracy"]["num_classes"] > 1
-    )
+    assert 0.0 < metrics["attention_miou"]["teacher_ceiling"] <= 1.0 and "ceiling" in metrics["attention_miou"]["note"]
+    assert metrics["zero_shot_accuracy"]["status"] == "ok" and metrics["zero_shot_accuracy"]["num_classes"] > 1
     assert metrics["encode_throughput"]["value"] > 0 and metrics["decode_throughput"]["value"] > 0
     assert metrics["gradient_cosine"]["status"] == "ok" and -1.0 <= metrics["gradient_cosine"]["value"] <= 1.0
     assert "reconstruction|semantic" in result["gradient_conflict"]["model"]["cosine"]["shared_blocks"]
@@ -269,11 +259,15 @@ def test_roundtrip_geneval_on_a_tiny_model(tiny_config) -> None:  # noqa: ANN001
     assert result["raw"]["overall"] == 1.0 and set(result["raw"]["categories"].values()) == {1.0}
     assert result["latent_grid"] == list(model.config.latent_grid) and result["size"] == 64
     assert result["roundtrip"]["overall"] == pytest.approx(result["untrained"]["overall"])  # seed-0 untrained model
-    assert [s["detected"] for s in result["roundtrip"]["scores"]] == [s["detected"] for s in result["untrained"]["scores"]]
+    assert [s["detected"] for s in result["roundtrip"]["scores"]] == [
+        s["detected"] for s in result["untrained"]["scores"]
+    ]
     entry = roundtrip_entry(result)
     assert entry["status"] == "ok" and entry["value"] == result["roundtrip"]["overall"]
     assert entry["ceiling"] == 1.0 and entry["baseline"] == result["bicubic"]["overall"]
-    assert entry["note"].startswith(f"round trip keeps what a generator needs: {entry['value']:.3f} (raw renders: 1.000)")
+    assert entry["note"].startswith(
+        f"round trip keeps what a generator needs: {entry['value']:.3f} (raw renders: 1.000)"
+    )
     assert set(entry["categories"]) == categories
     assert roundtrip_entry(None, "skipped")["reason"] == "skipped"
 

@@ -31,8 +31,14 @@ def _scenes(options: SceneOptions, n: int, seed: int):
 
 
 def test_renders_of_the_prompt_set_score_perfectly(prompts) -> None:
-    assert {p.category for p in prompts} == {"single_object", "colors", "two_object", "color_attr", "counting",
-                                             "position"}
+    assert {p.category for p in prompts} == {
+        "single_object",
+        "colors",
+        "two_object",
+        "color_attr",
+        "counting",
+        "position",
+    }
     images = {p.prompt: G.render_prompt(p) for p in prompts}
     result = G.evaluate_generation(lambda batch: [images[t] for t in batch], prompts, batch_size=5)
     assert result["overall"] == 1.0 and set(result["categories"].values()) == {1.0}
@@ -157,7 +163,9 @@ def test_edit_scores() -> None:
 
 
 def test_instruction_grammar() -> None:
-    assert G.parse_instruction("make the red circle green") == G.EditSpec("recolour", "red", "circle", new_colour="green")
+    assert G.parse_instruction("make the red circle green") == G.EditSpec(
+        "recolour", "red", "circle", new_colour="green"
+    )
     assert G.parse_instruction("Change the colour of the blue star to yellow.").new_colour == "yellow"
     assert G.parse_instruction("move the green cross to the left").direction == "left"
     add = G.parse_instruction("add a small striped purple diamond below the red square")

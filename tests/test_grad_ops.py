@@ -53,9 +53,7 @@ def test_spectral_filter_alpha_zero_removes_high_frequencies(hw: tuple[int, int]
     assert mask.any() and (~mask).any(), "test grid must have both low and high frequencies"
     spec_g, spec_up = torch.fft.rfft2(g.float()), torch.fft.rfft2(up.float())
     assert spec_g[..., mask].abs().max() < 1e-5  # every frequency above the cutoff is gone
-    torch.testing.assert_close(
-        spec_g[..., ~mask], spec_up[..., ~mask], atol=1e-4, rtol=1e-4
-    )  # the rest is kept
+    torch.testing.assert_close(spec_g[..., ~mask], spec_up[..., ~mask], atol=1e-4, rtol=1e-4)  # the rest is kept
     assert not torch.allclose(g, up)
 
 

@@ -264,16 +264,11 @@ def test_probe_decoupled_zero_and_shared_nonzero(tiny_config):
     assert dec.cosine["values"][("topology", "reconstruction")] == 0.0
     assert dec.norms["topology"]["reconstruction"] == 0.0 and dec.norms["topology"]["semantic"] == 0.0
     assert dec.cosine["topology"][("topology", "reconstruction")] == 0.0
-    assert dec.norms["values"]["reconstruction"] > 0 and dec.group_share["topology"][
-        "topology"
-    ] == pytest.approx(1.0)
+    assert dec.norms["values"]["reconstruction"] > 0 and dec.group_share["topology"]["topology"] == pytest.approx(1.0)
     # shared: the same losses interfere on the values
     assert shared.norms["values"]["topology"] > 0
     assert abs(shared.cosine["values"][("topology", "reconstruction")]) > 1e-6
-    assert (
-        shared.cos("mlp", "semantic", "reconstruction")
-        == shared.cosine["mlp"][("reconstruction", "semantic")]
-    )
+    assert shared.cos("mlp", "semantic", "reconstruction") == shared.cosine["mlp"][("reconstruction", "semantic")]
     assert not math.isnan(shared.cos("mlp", "semantic", "reconstruction"))
 
 
@@ -301,11 +296,15 @@ def test_block_probe_returns_all_three_pairs_finite(tiny_config):
     model = MuseTokenizerModel(tiny_config(routing="shared"))
     losses = _muse_losses(model)
     pairs = block_gradient_cosines(model, losses)
-    assert list(pairs) == [f"{a}|{b}" for a, b in PROBE_PAIRS] == [
-        "semantic|reconstruction",
-        "reconstruction|topology",
-        "semantic|topology",
-    ]
+    assert (
+        list(pairs)
+        == [f"{a}|{b}" for a, b in PROBE_PAIRS]
+        == [
+            "semantic|reconstruction",
+            "reconstruction|topology",
+            "semantic|topology",
+        ]
+    )
     assert all(v is not None and math.isfinite(v) and -1.0 <= v <= 1.0 for v in pairs.values())
     params = shared_block_parameters(model)
     manual = gradient_conflict(model, losses, {"b": params}).cos("b", "reconstruction", "topology")

@@ -35,8 +35,14 @@ METRICS = {
     "metrics": {
         "psnr": {"value": 27.25, "status": "ok", "untrained": 11.5, "baseline": 21.75, "reason": None},
         "ssim": {"value": 0.8125, "status": "ok", "untrained": 0.05, "baseline": 0.7, "reason": None},
-        "rfid": {"value": 123.25, "status": "ok", "untrained": 410.5, "baseline": 260.75, "reason": None,
-                 "num_samples": 64},
+        "rfid": {
+            "value": 123.25,
+            "status": "ok",
+            "untrained": 410.5,
+            "baseline": 260.75,
+            "reason": None,
+            "num_samples": 64,
+        },
         "linear_probe_accuracy": {"value": None, "status": "unavailable", "reason": "the data has no labels"},
         "geneval_roundtrip": {"value": 0.5, "status": "ok", "untrained": 0.0, "baseline": 0.25, "ceiling": 1.0},
         "zero_shot_accuracy": {"value": 0.84375, "status": "ok", "untrained": 0.1, "baseline": 0.12},
@@ -50,7 +56,8 @@ def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:
     """Every file's (sha1, mtime_ns) under ``folder``."""
     return {
         p.relative_to(folder).as_posix(): (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -82,8 +89,12 @@ def _strict_round_trip(card: ModelCard) -> ModelCard:
 
 
 def test_tokenizer_card_metadata_and_eval_results(tokenizer_dir: Path) -> None:
-    card = render_model_card("tokenizer", tokenizer_dir, settings={"learning_rate": 1e-3, "max_train_steps": 560},
-                             repo_id="me/muse-tiny-tokenizer")
+    card = render_model_card(
+        "tokenizer",
+        tokenizer_dir,
+        settings={"learning_rate": 1e-3, "max_train_steps": 560},
+        repo_id="me/muse-tiny-tokenizer",
+    )
     data = _strict_round_trip(card).data
     assert data.library_name == "transformers"
     assert data.pipeline_tag == "image-feature-extraction"
@@ -102,7 +113,9 @@ def test_tokenizer_card_metadata_and_eval_results(tokenizer_dir: Path) -> None:
     # the model-index YAML converts back to the same EvalResults (huggingface_hub's own parser)
     name, parsed = model_index_to_eval_results(data.to_dict()["model-index"])
     assert name == "muse-tiny-tokenizer"
-    assert [(r.metric_type, r.metric_value) for r in parsed] == [(r.metric_type, r.metric_value) for r in data.eval_results]
+    assert [(r.metric_type, r.metric_value) for r in parsed] == [
+        (r.metric_type, r.metric_value) for r in data.eval_results
+    ]
     assert all(isinstance(r, EvalResult) for r in parsed)
     # body: config summary, floors, the unavailable metric's reason, settings, usage with the repo id
     text = card.text
@@ -118,8 +131,13 @@ def test_tokenizer_card_metadata_and_eval_results(tokenizer_dir: Path) -> None:
 
 
 def test_pipeline_card(pipeline_dir: Path) -> None:
-    card = render_model_card(None, pipeline_dir, metrics={"geneval_colour": 0.5}, settings={"stage": "stage2"},
-                             base_model="me/muse-tiny-tokenizer")
+    card = render_model_card(
+        None,
+        pipeline_dir,
+        metrics={"geneval_colour": 0.5},
+        settings={"stage": "stage2"},
+        base_model="me/muse-tiny-tokenizer",
+    )
     data = _strict_round_trip(card).data
     assert detect_kind(pipeline_dir) == "pipeline"
     assert (data.library_name, data.pipeline_tag) == ("diffusers", "text-to-image")
@@ -215,7 +233,9 @@ def test_cli_card(tokenizer_dir: Path, capsys) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ damaged folders
-def test_corrupt_weights_and_missing_components_are_named(tokenizer_dir: Path, pipeline_dir: Path, tmp_path: Path) -> None:
+def test_corrupt_weights_and_missing_components_are_named(
+    tokenizer_dir: Path, pipeline_dir: Path, tmp_path: Path
+) -> None:
     """Used to be safetensors' bare "incomplete metadata" / "no file named config.json found in <pipeline root>"."""
     import shutil
 
@@ -229,7 +249,9 @@ def test_corrupt_weights_and_missing_components_are_named(tokenizer_dir: Path, p
         folder = shutil.copytree(tokenizer_dir, tmp_path / kind)
         (folder / "model.safetensors").write_bytes(data)
         for loader in (MuseTokenizerModel.from_pretrained, AutoModel.from_pretrained):
-            with pytest.raises(CorruptWeightsError, match=rf"{kind}/model\.safetensors is not a complete safetensors file"):
+            with pytest.raises(
+                CorruptWeightsError, match=rf"{kind}/model\.safetensors is not a complete safetensors file"
+            ):
                 loader(folder)
 
     broken = shutil.copytree(pipeline_dir, tmp_path / "pipe-broken-vae")

@@ -53,9 +53,7 @@ def test_output_is_normalised_batchfeature(proc: MuseImageProcessor) -> None:
     assert isinstance(np_out, np.ndarray) and np_out.shape == (1, 3, SIZE, SIZE)
 
 
-@pytest.mark.parametrize(
-    "mode", ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I;16", "I", "F"]
-)
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I;16", "I", "F"])
 def test_every_pil_mode(proc: MuseImageProcessor, mode: str) -> None:
     image = PIL.Image.new(mode, (48, 40))
     out = _unit(proc, image)
@@ -85,9 +83,7 @@ def test_alpha_is_composited_on_white(proc: MuseImageProcessor) -> None:
             out[:, : SIZE // 2], torch.tensor([1.0, 0, 0]).view(3, 1, 1).expand(3, SIZE // 2, SIZE)
         )
         torch.testing.assert_close(out[:, SIZE // 2 :], torch.ones(3, SIZE // 2, SIZE))
-    la = PIL.Image.fromarray(
-        np.stack([np.zeros((SIZE, SIZE)), np.full((SIZE, SIZE), 0)], -1).astype(np.uint8), "LA"
-    )
+    la = PIL.Image.fromarray(np.stack([np.zeros((SIZE, SIZE)), np.full((SIZE, SIZE), 0)], -1).astype(np.uint8), "LA")
     torch.testing.assert_close(_unit(proc, la), torch.ones(1, 3, SIZE, SIZE))
 
 

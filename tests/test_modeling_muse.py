@@ -103,15 +103,10 @@ def test_submodule_names_and_parameter_counts(tiny_config) -> None:
         assert all(isinstance(b, SynergisticBlock) for b in model.blocks)
         last = model.blocks[-1]
         assert (
-            hasattr(last, "q_topo")
-            and hasattr(last, "k_topo")
-            and hasattr(last, "v_sem")
-            and hasattr(last, "o_proj")
+            hasattr(last, "q_topo") and hasattr(last, "k_topo") and hasattr(last, "v_sem") and hasattr(last, "o_proj")
         )
         if routing == "decoupled":
-            assert (
-                last.v_itc is not None and model.blocks[0].v_itc is None
-            )  # only semantic layers carry v_itc
+            assert last.v_itc is not None and model.blocks[0].v_itc is None  # only semantic layers carry v_itc
         else:
             assert all(b.v_itc is None for b in model.blocks)
         assert (model.recon_blocks is not None) == (routing == "two_stream")
@@ -170,9 +165,9 @@ def test_decoupled_gradient_routing_is_exact(tiny_config, placement: str, detach
     model.train()
     x = _pixels()
     out = model(x, output_attentions=True, output_semantic=True)
-    topo_names = {
-        f"blocks.{i}.{p}.weight" for i in range(2) for p in ("q_topo", "k_topo", "q_norm", "k_norm")
-    } | {f"blocks.{i}.{p}.bias" for i in range(2) for p in ("q_topo", "k_topo")}
+    topo_names = {f"blocks.{i}.{p}.weight" for i in range(2) for p in ("q_topo", "k_topo", "q_norm", "k_norm")} | {
+        f"blocks.{i}.{p}.bias" for i in range(2) for p in ("q_topo", "k_topo")
+    }
 
     topo = _grads(model, _topology_loss(out.attentions))
     if detach:  # this project's stricter variant: only the topology stream, in every topology block
@@ -191,9 +186,7 @@ def test_decoupled_gradient_routing_is_exact(tiny_config, placement: str, detach
 
     recon = _grads(model, (out.sample - x).square().mean())
     assert not _nonzero(recon) & topo_names  # exactly zero on q_topo/k_topo
-    assert any(".v_sem." in n for n in _nonzero(recon)) and any(
-        n.startswith("vision_model.") for n in _nonzero(recon)
-    )
+    assert any(".v_sem." in n for n in _nonzero(recon)) and any(n.startswith("vision_model.") for n in _nonzero(recon))
 
     sem = _grads(model, out.semantic_embeds.square().sum())
     assert not _nonzero(sem) & topo_names
@@ -250,12 +243,8 @@ def test_block_sdpa_equals_eager_with_gradients() -> None:
     assert none is None and attn.shape == (2, 2, 16, 16)
     torch.testing.assert_close(out_e, out_s, atol=1e-5, rtol=0)
     torch.testing.assert_close(sem_e, sem_s, atol=1e-5, rtol=0)
-    g_e = torch.autograd.grad(
-        (out_e.square().sum() + sem_e.sum()), [x, block.v_sem.weight, block.v_itc.weight]
-    )
-    g_s = torch.autograd.grad(
-        (out_s.square().sum() + sem_s.sum()), [x, block.v_sem.weight, block.v_itc.weight]
-    )
+    g_e = torch.autograd.grad((out_e.square().sum() + sem_e.sum()), [x, block.v_sem.weight, block.v_itc.weight])
+    g_s = torch.autograd.grad((out_s.square().sum() + sem_s.sum()), [x, block.v_sem.weight, block.v_itc.weight])
     for a, b in zip(g_e, g_s):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
@@ -325,9 +314,9 @@ def test_save_load_round_trip_is_bit_exact(tiny_config, tmp_path, routing: str, 
     a_cfg = {k: v for k, v in model.config.to_dict().items() if k not in drop | {"vision_config"}}
     b_cfg = {k: v for k, v in loaded.config.to_dict().items() if k not in drop | {"vision_config"}}
     assert a_cfg == b_cfg
-    assert loaded.config.vision_config.to_diff_dict() | {
+    assert loaded.config.vision_config.to_diff_dict() | {"dtype": None} == model.config.vision_config.to_diff_dict() | {
         "dtype": None
-    } == model.config.vision_config.to_diff_dict() | {"dtype": None}
+    }
 
 
 def test_auto_classes_round_trip(tiny_config, tmp_path) -> None:
@@ -390,14 +379,10 @@ def _save_internvl(path, bare: bool = False) -> dict[str, torch.Tensor]:
         "intermediate_size": 64,
         "vocab_size": 128,
     }
-    full = InternVLForConditionalGeneration(
-        InternVLConfig(vision_config=VISION, text_config=text, image_token_id=5)
-    )
+    full = InternVLForConditionalGeneration(InternVLConfig(vision_config=VISION, text_config=text, image_token_id=5))
     with torch.no_grad():
         for p in full.parameters():
-            p.add_(
-                torch.randn_like(p) * 0.02
-            )  # lambda/position/cls are constant at init: make them distinctive
+            p.add_(torch.randn_like(p) * 0.02)  # lambda/position/cls are constant at init: make them distinctive
     full.save_pretrained(path)
     return {k: v.clone() for k, v in full.model.vision_tower.state_dict().items()}
 
@@ -442,9 +427,11 @@ def test_from_pretrained_components_append(tmp_path, bare: bool) -> None:
             tmp_path / "internvl", tmp_path / "dcae", preset="muse-1b", **COMPONENT_OVERRIDES
         )
     assert model.config.vision_config.hidden_size == 32 and model.config.image_size == 32
-    assert model.config.latent_channels == 8 and model.config.decoder_config[
-        "decoder_block_out_channels"
-    ] == [8, 16, 32]
+    assert model.config.latent_channels == 8 and model.config.decoder_config["decoder_block_out_channels"] == [
+        8,
+        16,
+        32,
+    ]
     own = model.vision_model.state_dict()
     assert own.keys() == vision_sd.keys()
     for key, value in vision_sd.items():

@@ -48,36 +48,69 @@ CHAT_TEMPLATE = (
 
 def tiny_vae() -> MuseTokenizerModel:
     cfg = MuseTokenizerConfig.from_preset(
-        "tiny", image_size=SIZE,
+        "tiny",
+        image_size=SIZE,
         vision_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
-        decoder_config={"decoder_block_out_channels": [8, 16, 32],
-                        "decoder_block_types": ["ResBlock", "ResBlock", "EfficientViTBlock"],
-                        "decoder_layers_per_block": [1, 1, 1], "decoder_qkv_multiscales": [[], [], []],
-                        "attention_head_dim": 8},
-        num_synergistic_blocks=1, hidden_size=32, num_attention_heads=2, latent_channels=LATENT_C, semantic_dim=16,
-        scaling_factor=1.3, shift_factor=0.1,
+        decoder_config={
+            "decoder_block_out_channels": [8, 16, 32],
+            "decoder_block_types": ["ResBlock", "ResBlock", "EfficientViTBlock"],
+            "decoder_layers_per_block": [1, 1, 1],
+            "decoder_qkv_multiscales": [[], [], []],
+            "attention_head_dim": 8,
+        },
+        num_synergistic_blocks=1,
+        hidden_size=32,
+        num_attention_heads=2,
+        latent_channels=LATENT_C,
+        semantic_dim=16,
+        scaling_factor=1.3,
+        shift_factor=0.1,
     )
     return MuseTokenizerModel(cfg).eval()
 
 
 def tiny_dit() -> SanaTransformer2DModel:
     return SanaTransformer2DModel(
-        in_channels=LATENT_C, out_channels=LATENT_C, num_attention_heads=2, attention_head_dim=8, num_layers=2,
-        num_cross_attention_heads=2, cross_attention_head_dim=8, cross_attention_dim=16, caption_channels=32,
-        sample_size=SIZE // 8, patch_size=1,
+        in_channels=LATENT_C,
+        out_channels=LATENT_C,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=2,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=8,
+        cross_attention_dim=16,
+        caption_channels=32,
+        sample_size=SIZE // 8,
+        patch_size=1,
     ).eval()
 
 
 def make_text_pipeline(reference_channels: int | None = LATENT_C) -> MusePipeline:
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(default_text_embedder_path()))
-    mllm = BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64)).eval()
-    connector = MuseConnector(condition_dim=32, caption_channels=32, num_queries=4, num_layers=2, hidden_size=32,
-                              num_attention_heads=2, reference_channels=reference_channels).eval()
-    pipe = MusePipeline(mllm=mllm, processor=tok, connector=connector, transformer=tiny_dit(),
-                        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=tiny_vae(),
-                        image_processor=MuseImageProcessor(size={"height": SIZE, "width": SIZE}))
+    mllm = BertModel(
+        BertConfig(
+            vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        )
+    ).eval()
+    connector = MuseConnector(
+        condition_dim=32,
+        caption_channels=32,
+        num_queries=4,
+        num_layers=2,
+        hidden_size=32,
+        num_attention_heads=2,
+        reference_channels=reference_channels,
+    ).eval()
+    pipe = MusePipeline(
+        mllm=mllm,
+        processor=tok,
+        connector=connector,
+        transformer=tiny_dit(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=tiny_vae(),
+        image_processor=MuseImageProcessor(size={"height": SIZE, "width": SIZE}),
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -86,26 +119,47 @@ def make_internvl_pipeline() -> MusePipeline:
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(
         str(default_text_embedder_path()),
-        extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
-                              "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
+        extra_special_tokens={
+            "start_image_token": "<img>",
+            "end_image_token": "</img>",
+            "context_image_token": "<IMG_CONTEXT>",
+            "video_token": "<video>",
+        },
     )
-    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]},
-                           replace_extra_special_tokens=False)
+    tok.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]}, replace_extra_special_tokens=False
+    )
     tok.chat_template = CHAT_TEMPLATE
     vae = tiny_vae()
-    text = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                       num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
-                       eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
-    cfg = InternVLConfig(vision_config=vae.config.vision_config.to_dict(), text_config=text.to_dict(),
-                         image_token_id=tok.context_image_token_id, image_seq_length=16)
+    text = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+    )
+    cfg = InternVLConfig(
+        vision_config=vae.config.vision_config.to_dict(),
+        text_config=text.to_dict(),
+        image_token_id=tok.context_image_token_id,
+        image_seq_length=16,
+    )
     mllm = InternVLForConditionalGeneration(cfg).eval()
     connector = MuseConnector.from_llm_layers(mllm, 2, caption_channels=32, num_queries=4).eval()
-    pipe = MusePipeline(mllm=mllm, processor=tok, connector=connector, transformer=tiny_dit(),
-                        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
-                        image_processor=MuseImageProcessor(size={"height": SIZE, "width": SIZE}))
+    pipe = MusePipeline(
+        mllm=mllm,
+        processor=tok,
+        connector=connector,
+        transformer=tiny_dit(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        image_processor=MuseImageProcessor(size={"height": SIZE, "width": SIZE}),
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +218,8 @@ def test_same_generator_same_image(pipe: MusePipeline) -> None:
 def _count_dit_batches(pipe: MusePipeline, **kw) -> list[int]:
     batches: list[int] = []
     handle = pipe.transformer.register_forward_pre_hook(
-        lambda mod, args, kwargs: batches.append(args[0].shape[0]), with_kwargs=True)
+        lambda mod, args, kwargs: batches.append(args[0].shape[0]), with_kwargs=True
+    )
     try:
         pipe(**kw)
     finally:
@@ -192,8 +247,13 @@ def test_callback_on_step_end(pipe: MusePipeline) -> None:
         assert set(kwargs) == {"latents", "encoder_hidden_states"}
         return {"latents": torch.zeros_like(kwargs["latents"])} if step == 1 else {}
 
-    out = pipe("x", num_inference_steps=2, output_type="latent", callback_on_step_end=cb,
-               callback_on_step_end_tensor_inputs=["latents", "encoder_hidden_states"]).images
+    out = pipe(
+        "x",
+        num_inference_steps=2,
+        output_type="latent",
+        callback_on_step_end=cb,
+        callback_on_step_end_tensor_inputs=["latents", "encoder_hidden_states"],
+    ).images
     assert seen == [0, 1]
     assert out.abs().max() == 0  # the replacement after the last step is the output
 
@@ -293,11 +353,19 @@ def test_save_pretrained_from_pretrained_same_image(pipe: MusePipeline, tmp_path
     assert isinstance(loaded.vae, MuseTokenizerModel) and isinstance(loaded.connector, MuseConnector)
     assert loaded.vae.config.scaling_factor == pytest.approx(1.3)
     kw = dict(num_inference_steps=2, output_type="pt")
-    torch.testing.assert_close(loaded("a red circle", generator=gen(5), **kw).images,
-                               pipe("a red circle", generator=gen(5), **kw).images, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        loaded("a red circle", generator=gen(5), **kw).images,
+        pipe("a red circle", generator=gen(5), **kw).images,
+        atol=1e-6,
+        rtol=0,
+    )
     edit = dict(image=scene(), **kw)
-    torch.testing.assert_close(loaded("green", generator=gen(5), **edit).images,
-                               pipe("green", generator=gen(5), **edit).images, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        loaded("green", generator=gen(5), **edit).images,
+        pipe("green", generator=gen(5), **edit).images,
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def test_generic_diffusion_pipeline_loads_a_muse_pipeline(pipe: MusePipeline, tmp_path) -> None:
@@ -317,8 +385,12 @@ def test_generic_diffusion_pipeline_loads_a_muse_pipeline(pipe: MusePipeline, tm
     generic.set_progress_bar_config(disable=True)
     direct.set_progress_bar_config(disable=True)
     kw = dict(num_inference_steps=2, output_type="pt")
-    torch.testing.assert_close(generic("a red circle", generator=gen(3), **kw).images,
-                               direct("a red circle", generator=gen(3), **kw).images, atol=0, rtol=0)
+    torch.testing.assert_close(
+        generic("a red circle", generator=gen(3), **kw).images,
+        direct("a red circle", generator=gen(3), **kw).images,
+        atol=0,
+        rtol=0,
+    )
 
 
 def test_register_with_diffusers_never_replaces_a_foreign_class(monkeypatch, caplog) -> None:
@@ -349,8 +421,10 @@ def test_internvl_vision_tower_shares_tokenizer_backbone(vlm_pipe: MusePipeline)
     # Training the tokenizer moves the MLLM's vision features with it: same memory.
     with torch.no_grad():
         vlm_pipe.vae.vision_model.embeddings.patch_embeddings.projection.weight.add_(0.0)
-    assert tower.embeddings.patch_embeddings.projection.weight.data_ptr() == \
-        vlm_pipe.vae.vision_model.embeddings.patch_embeddings.projection.weight.data_ptr()
+    assert (
+        tower.embeddings.patch_embeddings.projection.weight.data_ptr()
+        == vlm_pipe.vae.vision_model.embeddings.patch_embeddings.projection.weight.data_ptr()
+    )
 
 
 def test_internvl_condition_and_edit(vlm_pipe: MusePipeline) -> None:
@@ -368,8 +442,9 @@ def test_internvl_condition_and_edit(vlm_pipe: MusePipeline) -> None:
     assert (red.query_states - blue.query_states).abs().max() > 1e-5
     # As UniLIP, the connector gets the image tokens as the vision tower (+ projector) gave them, not LLM outputs.
     with torch.no_grad():
-        feats = vlm_pipe.mllm.get_image_features(pixel_values=enc.pixel_values([scene((220, 30, 30))]),
-                                                 return_dict=True).pooler_output  # (1, 16, D)
+        feats = vlm_pipe.mllm.get_image_features(
+            pixel_values=enc.pixel_values([scene((220, 30, 30))]), return_dict=True
+        ).pooler_output  # (1, 16, D)
         ids = enc.tokenize(enc.render(["recolor"], True, 16))["input_ids"]
     at_image = ids[0] == vlm_pipe.mllm.config.image_token_id
     assert int(at_image.sum()) == 16
@@ -391,7 +466,7 @@ def test_chat_matches_greedy_decoding(vlm_pipe: MusePipeline) -> None:
         for _ in range(3):  # manual greedy loop without cache
             logits = vlm_pipe.mllm(input_ids=ids, pixel_values=pv).logits
             ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    expected = enc.tokenizer.decode(ids[0, tok["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    expected = enc.tokenizer.decode(ids[0, tok["input_ids"].shape[1] :], skip_special_tokens=True).strip()
     assert answer == expected
     with pytest.raises(ValueError, match="non-empty"):
         vlm_pipe.chat(img, "")
@@ -410,8 +485,12 @@ def test_internvl_save_load_reties_and_reproduces(vlm_pipe: MusePipeline, tmp_pa
     w = loaded.mllm.model.vision_tower.embeddings.patch_embeddings.projection.weight
     assert w is loaded.vae.vision_model.embeddings.patch_embeddings.projection.weight
     kw = dict(image=scene(), num_inference_steps=2, output_type="pt")
-    torch.testing.assert_close(loaded("green", generator=gen(2), **kw).images,
-                               vlm_pipe("green", generator=gen(2), **kw).images, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        loaded("green", generator=gen(2), **kw).images,
+        vlm_pipe("green", generator=gen(2), **kw).images,
+        atol=1e-6,
+        rtol=0,
+    )
     assert loaded.chat(scene(), "what?", max_new_tokens=2) == vlm_pipe.chat(scene(), "what?", max_new_tokens=2)
 
 
@@ -435,8 +514,17 @@ def test_condition_cat_and_where() -> None:
     assert mixed.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
     assert mixed.hidden_states[0].abs().sum() == 0 and mixed.hidden_states[1, :3].min() == 1
     assert mixed.reference_latents is a.reference_latents  # dropout drops the instruction, not the image
-    assert len(MuseCondition.cat([a.select(slice(0, 1)), MuseCondition(u.hidden_states, u.attention_mask,
-                                                                       reference_latents=torch.ones(1, 1, 2, 2))])) == 2
+    assert (
+        len(
+            MuseCondition.cat(
+                [
+                    a.select(slice(0, 1)),
+                    MuseCondition(u.hidden_states, u.attention_mask, reference_latents=torch.ones(1, 1, 2, 2)),
+                ]
+            )
+        )
+        == 2
+    )
     with pytest.raises(ValueError, match="only some"):
         MuseCondition.cat([a, u])
 
@@ -469,19 +557,47 @@ def test_flow_matching_loss(pipe: MusePipeline) -> None:
         dit.zero_grad()
         # Fixed noise / sigmas: the target is the velocity noise - x0, and sigma=0 feeds the clean latents.
         noise = torch.randn_like(latents)
-        fixed = flow_matching_loss(dit, connector, latents, cond, condition_dropout=0.0, noise=noise,
-                                   sigmas=torch.zeros(4))
+        fixed = flow_matching_loss(
+            dit, connector, latents, cond, condition_dropout=0.0, noise=noise, sigmas=torch.zeros(4)
+        )
         torch.testing.assert_close(fixed.target, noise - latents)
         assert not fixed.dropped.any()
         # Dropout rate ~ condition_dropout over many draws; a dropped sample sees the unconditional condition.
-        drops = [flow_matching_loss(dit, connector, latents, cond, uncond=uncond, condition_dropout=0.5,
-                                    generator=gen(i), sigmas=torch.full((4,), 0.5)).dropped for i in range(25)]
+        drops = [
+            flow_matching_loss(
+                dit,
+                connector,
+                latents,
+                cond,
+                uncond=uncond,
+                condition_dropout=0.5,
+                generator=gen(i),
+                sigmas=torch.full((4,), 0.5),
+            ).dropped
+            for i in range(25)
+        ]
         rate = torch.stack(drops).float().mean().item()
         assert 0.3 < rate < 0.7
-        all_drop = flow_matching_loss(dit, connector, latents, cond, uncond=uncond, condition_dropout=0.999,
-                                      noise=noise, sigmas=torch.full((4,), 0.5), generator=gen(1))
-        only_uncond = flow_matching_loss(dit, connector, latents, uncond.select([0, 0, 0, 0]), condition_dropout=0.0,
-                                         noise=noise, sigmas=torch.full((4,), 0.5))
+        all_drop = flow_matching_loss(
+            dit,
+            connector,
+            latents,
+            cond,
+            uncond=uncond,
+            condition_dropout=0.999,
+            noise=noise,
+            sigmas=torch.full((4,), 0.5),
+            generator=gen(1),
+        )
+        only_uncond = flow_matching_loss(
+            dit,
+            connector,
+            latents,
+            uncond.select([0, 0, 0, 0]),
+            condition_dropout=0.0,
+            noise=noise,
+            sigmas=torch.full((4,), 0.5),
+        )
         assert all_drop.dropped.all()
         torch.testing.assert_close(all_drop.model_pred, only_uncond.model_pred, atol=1e-5, rtol=1e-5)
     finally:
@@ -518,8 +634,14 @@ def test_geneval_scores_the_pipeline(pipe: MusePipeline) -> None:
     result = evaluate_pipeline(pipe, num_inference_steps=1, per_category=1, num_edits=3, batch_size=6)
     gen_scores = result["generation"]
     assert gen_scores["num_images"] == 6 and 0.0 <= gen_scores["overall"] <= 1.0
-    assert set(gen_scores["categories"]) == {"single_object", "colors", "two_object", "color_attr", "counting",
-                                             "position"}
+    assert set(gen_scores["categories"]) == {
+        "single_object",
+        "colors",
+        "two_object",
+        "color_attr",
+        "counting",
+        "position",
+    }
     assert result["edits"]["num_edits"] == 3 and 0.0 <= result["edits"]["success"] <= 1.0
     assert result["settings"]["height"] == SIZE
     no_edit = evaluate_pipeline(make_text_pipeline(reference_channels=None), num_inference_steps=1, per_category=1)

@@ -103,10 +103,12 @@ def test_lpips_convnext_term_combines_as_released(tiny_convnext_classifier, tiny
     assert term(target, target).item() == pytest.approx(0.0, abs=1e-7)
     value = term(pred, target)
     net = ConvNextForImageClassification.from_pretrained(tiny_convnext_classifier).eval()
-    norm = lambda x: (  # noqa: E731
-        torch.nn.functional.interpolate(x, size=224, mode="bilinear", align_corners=False, antialias=True)
-        - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    ) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(x, size=224, mode="bilinear", align_corners=False, antialias=True)
+        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+
     with torch.no_grad():
         mse = torch.nn.functional.mse_loss(net(norm(pred)).logits, net(norm(target)).logits)
     expected = (1.0 * (pred - target).abs().mean() + 0.1 * mse) / 1.1

@@ -19,9 +19,7 @@ from muse_hf.models import MuseTokenizerConfig, MuseTokenizerModel
 
 def _model(tiny_config, **overrides) -> MuseTokenizerModel:
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore", UserWarning
-        )  # blocks without topology supervision (released: last only)
+        warnings.simplefilter("ignore", UserWarning)  # blocks without topology supervision (released: last only)
         return MuseTokenizerModel(tiny_config(**overrides)).train()
 
 
@@ -68,17 +66,13 @@ def test_detach_topology_input_is_saved_validated_and_reaches_the_blocks(tiny_co
 
 
 @pytest.mark.parametrize("routing", ["decoupled", "shared"])
-def test_grad_scale_halves_only_the_reconstruction_gradient_at_the_stack_output(
-    tiny_config, routing: str
-) -> None:
+def test_grad_scale_halves_only_the_reconstruction_gradient_at_the_stack_output(tiny_config, routing: str) -> None:
     torch.manual_seed(0)
     full = _model(tiny_config, routing=routing, grad_scale=1.0)
     half = _model(tiny_config, routing=routing, grad_scale=0.5)
     half.load_state_dict(full.state_dict())
     x = torch.randn(2, 3, 32, 32)
-    outs = {
-        k: m(x, output_semantic=True, output_hidden_states=True) for k, m in (("full", full), ("half", half))
-    }
+    outs = {k: m(x, output_semantic=True, output_hidden_states=True) for k, m in (("full", full), ("half", half))}
     rec = {k: (o.sample - x).square().mean() for k, o in outs.items()}
     sem = {k: o.semantic_embeds.square().sum() for k, o in outs.items()}
 
@@ -92,9 +86,7 @@ def test_grad_scale_halves_only_the_reconstruction_gradient_at_the_stack_output(
         assert torch.count_nonzero(g_full) > 0, name
         torch.testing.assert_close(g_half, 0.5 * g_full, atol=0.0, rtol=0.0)
     for name in ("to_latent.weight", "norm.weight", "decoder.conv_in.weight"):
-        torch.testing.assert_close(
-            _grad(half, rec["half"], name), _grad(full, rec["full"], name), atol=0.0, rtol=0.0
-        )
+        torch.testing.assert_close(_grad(half, rec["half"], name), _grad(full, rec["full"], name), atol=0.0, rtol=0.0)
     # the semantic gradient is left alone everywhere (it leaves the stack before the scale)
     for name in (
         "blocks.1.v_sem.weight",
@@ -107,6 +99,4 @@ def test_grad_scale_halves_only_the_reconstruction_gradient_at_the_stack_output(
     if routing == "decoupled":
         g_itc = _grad(half, sem["half"], "blocks.1.v_itc.weight")
         assert torch.count_nonzero(g_itc) > 0
-        torch.testing.assert_close(
-            g_itc, _grad(full, sem["full"], "blocks.1.v_itc.weight"), atol=0.0, rtol=0.0
-        )
+        torch.testing.assert_close(g_itc, _grad(full, sem["full"], "blocks.1.v_itc.weight"), atol=0.0, rtol=0.0)

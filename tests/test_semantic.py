@@ -147,9 +147,7 @@ def test_clip_text_embedder(tiny_clip_text):
     # the embedding is the model's own projected EOS output
     enc = embedder.tokenizer(["a red circle"], return_tensors="pt")
     direct = embedder.model(**enc).text_embeds
-    torch.testing.assert_close(
-        embedder.embed(["a red circle"]), torch.nn.functional.normalize(direct, dim=-1)
-    )
+    torch.testing.assert_close(embedder.embed(["a red circle"]), torch.nn.functional.normalize(direct, dim=-1))
 
 
 def test_siglip_text_embedder(tiny_siglip_text):
@@ -181,9 +179,7 @@ def test_packaged_minilm_orders_captions_by_meaning():
     embedder = load_text_embedder()
     assert isinstance(embedder, SentenceTransformerEmbedder)
     assert embedder.dim == 384
-    emb = embedder.embed(
-        ["a red circle on the left", "a red round disc at the left side", "a dog running on grass"]
-    )
+    emb = embedder.embed(["a red circle on the left", "a red round disc at the left side", "a dog running on grass"])
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(3))
     similar, dissimilar = float(emb[0] @ emb[1]), float(emb[0] @ emb[2])
     assert similar > dissimilar + 0.2

@@ -111,9 +111,7 @@ def test_preprocessor_config_stats_and_clip_defaults(saved_teachers, tmp_path):
     assert abs(float(clip.image_mean.flatten()[0]) - 0.48145466) < 1e-6
     # a full CLIP checkpoint loads its vision tower
     full = tmp_path / "clip_full"
-    text = dict(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=99
-    )
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=99)
     CLIPModel(CLIPConfig(text_config=text, vision_config=dict(TINY))).save_pretrained(full)
     teacher = StructuralTeacher.from_pretrained(full)
     assert type(teacher.model).__name__ == "CLIPVisionModel"

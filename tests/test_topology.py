@@ -49,9 +49,7 @@ def test_head_and_layer_broadcasting():
     teacher_heads = _random_attention(2, 2, 9, 9, seed=4)
     averaged = teacher_heads.mean(1, keepdim=True)
     # a teacher with fewer (not 1) heads is averaged, then broadcast
-    assert torch.equal(
-        topology_alignment_loss(student, teacher_heads), topology_alignment_loss(student, averaged)
-    )
+    assert torch.equal(topology_alignment_loss(student, teacher_heads), topology_alignment_loss(student, averaged))
     # one teacher tensor serves every student layer
     layers = [student, _random_attention(2, 8, 9, 9, seed=5)]
     per_layer = torch.stack([topology_alignment_loss(s, averaged) for s in layers]).mean()
@@ -103,9 +101,7 @@ def test_mean_head_reduction_is_the_released_kl_of_the_head_averaged_student():
     assert got.item() == pytest.approx(expected, rel=1e-6)
     torch.testing.assert_close(student.mean(1)[0], mean)
     # the released formula itself, with its own epsilon, agrees
-    released = torch.nn.functional.kl_div(
-        torch.log(student.mean(1) + 1e-8), teacher[:, 0], reduction="batchmean"
-    ) / 3
+    released = torch.nn.functional.kl_div(torch.log(student.mean(1) + 1e-8), teacher[:, 0], reduction="batchmean") / 3
     assert got.item() == pytest.approx(released.item(), rel=1e-5)
     # per-head compares each head with the teacher: here it is infinite-ish (head1 puts 0 on the teacher's mass)
     assert topology_alignment_loss(student, teacher, head_reduction="per_head").item() > expected + 1.0

@@ -23,7 +23,6 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 
 
-
 @pytest.fixture(scope="module")
 def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from muse_hf.data import build_shapes_dataset
@@ -127,15 +126,11 @@ def test_arguments_refuse_output_dir_of_another_run(tmp_path: Path, shapes_dir: 
     (out / "training_args.yaml").write_text("task: tokenizer\n")
     with pytest.raises(ValueError, match="already holds another run"):
         _stage(_config(out, shapes_dir))
-    assert (
-        _stage(_config(out, shapes_dir, resume_from_checkpoint="latest")).resume_from_checkpoint == "latest"
-    )
+    assert _stage(_config(out, shapes_dir, resume_from_checkpoint="latest")).resume_from_checkpoint == "latest"
     assert _stage(_config(out, shapes_dir, overwrite_output_dir=True)).overwrite_output_dir
 
 
-def test_push_to_hub_fails_fast_offline(
-    tmp_path: Path, shapes_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_push_to_hub_fails_fast_offline(tmp_path: Path, shapes_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
     with pytest.raises(ValueError, match="--push_to_hub was given but the Hub cannot be reached"):
@@ -316,6 +311,7 @@ def test_extending_a_finished_stage_trains_on_to_the_new_total(
     assert json.loads((out / "training_summary.json").read_text())["global_step"] == 5
     log = [json.loads(line) for line in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
+
     # The schedule is the 5-step run's, continued: the lr logged after step 4 is cosine(4/5), not the 3-step
     # run's exhausted zero (and step 4 itself ran at cosine(3/5) > 0, so the weights moved).
     def cosine(step: int, total: int) -> float:
@@ -398,9 +394,7 @@ def test_nonfinite_loss_is_skipped_and_repeated_ones_stop_with_checkpoint_intact
     assert result.nonfinite_steps == 1 and result.global_step == 3  # the bad micro-batch did not count
     weights = _params(tmp_path / "once")
     assert all(torch.isfinite(w).all() for w in weights.values())
-    log = [
-        json.loads(line) for line in (tmp_path / "once" / "logs" / "train_log.jsonl").read_text().splitlines()
-    ]
+    log = [json.loads(line) for line in (tmp_path / "once" / "logs" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["train/nonfinite_steps"] == 1.0
 
     args = _stage(
@@ -421,9 +415,7 @@ def test_nonfinite_loss_is_skipped_and_repeated_ones_stop_with_checkpoint_intact
 
 
 # ------------------------------------------------------------------------------------------------ SIGKILL
-def test_sigkill_during_save_resumes_from_previous_complete_checkpoint(
-    tmp_path: Path, shapes_dir: Path
-) -> None:
+def test_sigkill_during_save_resumes_from_previous_complete_checkpoint(tmp_path: Path, shapes_dir: Path) -> None:
     from muse_hf.training.checkpointing import COMPLETE_MARKER, DEBUG_PAUSE_ENV, latest_checkpoint
     from muse_hf.training.loop import train
 
@@ -445,9 +437,7 @@ def test_sigkill_during_save_resumes_from_previous_complete_checkpoint(
             if "debug pause inside save_checkpoint at step 4" in line or time.monotonic() > deadline:
                 break
         assert proc.poll() is None, "training exited before reaching the save of step 4"
-        assert (
-            out / ".tmp-checkpoint-4" / "model.safetensors"
-        ).is_file()  # accelerate's files half-way there
+        assert (out / ".tmp-checkpoint-4" / "model.safetensors").is_file()  # accelerate's files half-way there
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -455,9 +445,7 @@ def test_sigkill_during_save_resumes_from_previous_complete_checkpoint(
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "checkpoint-4").exists()
-    assert (
-        latest_checkpoint(out).name == "checkpoint-2" and (out / "checkpoint-2" / COMPLETE_MARKER).is_file()
-    )
+    assert latest_checkpoint(out).name == "checkpoint-2" and (out / "checkpoint-2" / COMPLETE_MARKER).is_file()
 
     result = train(_stage({**cfg, "resume_from_checkpoint": "latest"}))
     assert result.resumed_from.endswith("checkpoint-2")

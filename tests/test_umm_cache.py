@@ -97,7 +97,9 @@ def test_cache_key_follows_the_frozen_models(assets: dict[str, Path], tmp_path: 
 
 
 def test_damaged_shard_is_rebuilt_and_bad_rows_are_skipped(
-    assets: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture  # noqa: F811
+    assets: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from muse_hf.data import load_tensor_stream, make_dataloader, write_tensor_shard
 

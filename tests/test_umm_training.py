@@ -28,7 +28,6 @@ TINY_DIT = {
 TINY_CONNECTOR = {"num_queries": 4, "num_layers": 1, "hidden_size": 16, "num_attention_heads": 2}
 
 
-
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Synthetic scenes (captions + editing pairs), a test-sized tokenizer and a tiny BERT text encoder on disk."""
@@ -152,14 +151,9 @@ def test_one_step_per_stage_updates_exactly_that_stages_parameters(trained: dict
     assert all(n.startswith("model.connector.") for n in s1)
     assert "model.connector.query_embeds" in s1 and not any(".reference_proj." in n for n in s1)
     connector = {n for n, _ in trained["stage1"]["task"].train_module.connector.named_parameters()}
-    assert {n for n in s1} == {
-        f"model.connector.{n}" for n in connector if not n.startswith("reference_proj.")
-    }
+    assert {n for n in s1} == {f"model.connector.{n}" for n in connector if not n.startswith("reference_proj.")}
     # stage 2: + the whole DiT, and the reference tokens (editing mixture)
-    dit = {
-        f"model.transformer.{n}"
-        for n, _ in trained["stage2"]["task"].train_module.transformer.named_parameters()
-    }
+    dit = {f"model.transformer.{n}" for n, _ in trained["stage2"]["task"].train_module.transformer.named_parameters()}
     assert dit <= s2 and any(".reference_proj." in n for n in s2)
     # stage 3 (LoRA): the DiT moves only through its adapters; its base weights stay
     dit3 = {n for n in s3 if n.startswith("model.transformer.")}
@@ -192,8 +186,7 @@ def test_stages_save_pipelines_that_reload_and_generate(trained: dict[str, Any])
                  output_type="np").images  # fmt: skip
     assert image.shape == (1, SIZE, SIZE, 3) and 0.0 <= image.min() and image.max() <= 1.0
     log = [
-        json.loads(line)
-        for line in (trained["stage2"]["dir"] / "logs" / "train_log.jsonl").read_text().splitlines()
+        json.loads(line) for line in (trained["stage2"]["dir"] / "logs" / "train_log.jsonl").read_text().splitlines()
     ]
     assert {"loss", "loss/generation", "loss/editing"} <= set(log[-1])
 
@@ -218,9 +211,7 @@ def test_lora_adapter_round_trips_the_peft_way(trained: dict[str, Any]) -> None:
     assert isinstance(loaded, PeftModel)
     live_lora = {k: v for k, v in live.state_dict().items() if "lora_" in k}
     loaded_lora = {k: v for k, v in loaded.state_dict().items() if "lora_" in k}
-    assert live_lora.keys() == loaded_lora.keys() and all(
-        torch.equal(live_lora[k], loaded_lora[k]) for k in live_lora
-    )
+    assert live_lora.keys() == loaded_lora.keys() and all(torch.equal(live_lora[k], loaded_lora[k]) for k in live_lora)
 
     torch.manual_seed(1)
     x, ctx, t = torch.randn(2, 8, 4, 4), torch.randn(2, 5, 16), torch.tensor([100.0, 700.0])
@@ -231,9 +222,7 @@ def test_lora_adapter_round_trips_the_peft_way(trained: dict[str, Any]) -> None:
         # a second copy through PeftModel.load_adapter, switched to by name
         loaded.load_adapter(str(adapter), adapter_name="again")
         loaded.set_adapter("again")
-        torch.testing.assert_close(
-            loaded(x, encoder_hidden_states=ctx, timestep=t, return_dict=False)[0], want
-        )
+        torch.testing.assert_close(loaded(x, encoder_hidden_states=ctx, timestep=t, return_dict=False)[0], want)
         # the stage-3 pipeline holds the merged DiT; merging the adapter into stage 2's gives the same
         merged = MusePipeline.from_pretrained(stage3).transformer.eval()
         torch.testing.assert_close(merged(x, encoder_hidden_states=ctx, timestep=t, return_dict=False)[0], want,
@@ -282,9 +271,7 @@ def test_compute_scaling_command_writes_the_tokenizer_config(assets: dict[str, P
     config = MuseTokenizerConfig.from_pretrained(model)
     vae = MuseTokenizerModel.from_pretrained(assets["tokenizer"])
     processor = MuseImageProcessor.from_pretrained(assets["tokenizer"])
-    stream = load_image_text_stream(
-        str(assets["data"]), image_processor=processor, with_label=False, with_mask=False
-    )
+    stream = load_image_text_stream(str(assets["data"]), image_processor=processor, with_label=False, with_mask=False)
     want = compute_latent_scaling(vae, make_dataloader(stream, 4), max_batches=2)
     assert config.scaling_factor == pytest.approx(want.scaling_factor, rel=1e-6)
     assert config.shift_factor == pytest.approx(want.shift_factor, rel=1e-6, abs=1e-9)
@@ -308,9 +295,7 @@ def test_compute_scaling_command_writes_the_tokenizer_config(assets: dict[str, P
         ({"transformer_config": {**TINY_DIT, "num_layer": 2}}, r"'num_layer' \(did you mean 'num_layers'\?\)"),
     ],
 )
-def test_arguments_reject_bad_values(
-    assets: dict[str, Path], tmp_path: Path, overrides: dict, message: str
-) -> None:
+def test_arguments_reject_bad_values(assets: dict[str, Path], tmp_path: Path, overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _stage(_config(assets, tmp_path / "run", **overrides))
 

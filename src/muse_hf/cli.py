@@ -64,12 +64,8 @@ def _quickstart(argv: Sequence[str]) -> int:
 
 def build_data_main(argv: Sequence[str] | None = None) -> int:
     """``muse-hf build-data``: write the synthetic scenes dataset."""
-    parser = argparse.ArgumentParser(
-        prog="muse-hf build-data", description="Write the MUSE synthetic scenes dataset."
-    )
-    parser.add_argument(
-        "--output_dir", default="data/shapes", help="output folder (parquet shards + README.md)"
-    )
+    parser = argparse.ArgumentParser(prog="muse-hf build-data", description="Write the MUSE synthetic scenes dataset.")
+    parser.add_argument("--output_dir", default="data/shapes", help="output folder (parquet shards + README.md)")
     parser.add_argument("--num_train", type=int, default=10_000)
     parser.add_argument("--num_val", type=int, default=1_000)
     parser.add_argument("--image_size", type=int, default=64)
@@ -83,9 +79,7 @@ def build_data_main(argv: Sequence[str] | None = None) -> int:
         help="share of GenEval-style plain scenes (white background, plain separated objects, GenEval phrasing)",
     )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in output_dir")
-    parser.add_argument(
-        "--num_proc", type=int, default=1, help="worker processes (output is identical for any value)"
-    )
+    parser.add_argument("--num_proc", type=int, default=1, help="worker processes (output is identical for any value)")
     args = parser.parse_args(None if argv is None else list(argv))
     summary = build_shapes_dataset(
         args.output_dir,
@@ -102,9 +96,7 @@ def build_data_main(argv: Sequence[str] | None = None) -> int:
     )
     for split, info in summary["splits"].items():
         print(f"{split}: {info['num_examples']} samples in {len(info['files'])} shards")
-    print(
-        f"wrote {summary['out_dir']} in {summary['seconds']:.1f} s ({summary['samples_per_second']:.0f} samples/s)"
-    )
+    print(f"wrote {summary['out_dir']} in {summary['seconds']:.1f} s ({summary['samples_per_second']:.0f} samples/s)")
     return 0
 
 
@@ -113,14 +105,10 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="muse-hf evaluate", description="Evaluate a MUSE tokenizer (Table 1 metrics with floors)."
     )
-    parser.add_argument(
-        "--model", required=True, help="save_pretrained folder or Hub id of a MuseTokenizerModel"
-    )
+    parser.add_argument("--model", required=True, help="save_pretrained folder or Hub id of a MuseTokenizerModel")
     parser.add_argument("--data", required=True, help="dataset folder (parquet shards) or Hub id")
     parser.add_argument("--split", default="validation")
-    parser.add_argument(
-        "--out", default="outputs/eval", help="output folder for metrics.json, report.md, PNGs"
-    )
+    parser.add_argument("--out", default="outputs/eval", help="output folder for metrics.json, report.md, PNGs")
     parser.add_argument("--max_samples", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument(
@@ -136,9 +124,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         "--probe_split", default="train", help="split the linear probe is fitted on ('none': 50/50 of the eval split)"
     )
     parser.add_argument("--probe_samples", type=int, default=2048, help="images of --probe_split for the probe")
-    parser.add_argument(
-        "--text_embedder", default=None, help="text embedder path/id (default: the packaged MiniLM)"
-    )
+    parser.add_argument("--text_embedder", default=None, help="text embedder path/id (default: the packaged MiniLM)")
     parser.add_argument("--teacher", default=None, help="structural teacher path/id (default: mask affinity)")
     parser.add_argument("--segmentation_method", choices=("kmeans", "spectral"), default="kmeans")
     parser.add_argument("--no_untrained", action="store_true", help="skip the untrained-model floor")
@@ -213,9 +199,7 @@ def umm_task_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--split", default="train")
     p.add_argument("--num_batches", type=int, default=8)
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument(
-        "--resolution", type=int, default=None, help="image side (default: the tokenizer's image_size)"
-    )
+    p.add_argument("--resolution", type=int, default=None, help="image side (default: the tokenizer's image_size)")
     p.add_argument("--image_column", default=None)
     p.add_argument("--no_shift", action="store_true", help="scale only (shift_factor 0), as UniLIP / SANA")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -273,9 +257,7 @@ def ablation_main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="YAML/JSON mapping, e.g. '{\"hidden_size\": 64}'",
     )
-    parser.add_argument(
-        "--data", dest="data_dir", default=None, help="synthetic scenes folder (built if missing)"
-    )
+    parser.add_argument("--data", dest="data_dir", default=None, help="synthetic scenes folder (built if missing)")
     parser.add_argument("--num_train", type=int, default=None)
     parser.add_argument("--num_val", type=int, default=None)
     parser.add_argument("--data_seed", type=int, default=None)
@@ -300,9 +282,7 @@ def ablation_main(argv: Sequence[str] | None = None) -> int:
     if ns.model_overrides is not None and not isinstance(ns.model_overrides, dict):
         print(f"error: --model_overrides must be a mapping, got {ns.model_overrides!r}", file=sys.stderr)
         return 2
-    overrides.update(
-        untrained_floor=not ns.no_untrained_floor, keep_models=ns.keep_models, overwrite=ns.overwrite
-    )
+    overrides.update(untrained_floor=not ns.no_untrained_floor, keep_models=ns.keep_models, overwrite=ns.overwrite)
     try:
         settings = quick_settings(**overrides) if ns.quick else full_settings(**overrides)
         settings.validate()

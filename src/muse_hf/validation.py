@@ -79,9 +79,7 @@ def check_known_keys(
     if unknown:
         names = ", ".join(unknown_key_message(k, known) for k in unknown)
         valid = ", ".join(sorted(set(listed) if listed is not None else known))
-        raise ValueError(
-            f"Unknown key{'s' if len(unknown) > 1 else ''} {names} for {where}. Valid keys: {valid}."
-        )
+        raise ValueError(f"Unknown key{'s' if len(unknown) > 1 else ''} {names} for {where}. Valid keys: {valid}.")
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -154,8 +152,7 @@ def check_safetensors_file(path: str | os.PathLike) -> str | None:
                 return "its header length is 0 (the file is zero-filled or was never written)"
             if 8 + header_len > size:
                 return (
-                    f"its header claims {header_len} bytes but the file is {size} bytes long (truncated or "
-                    "zero-filled)"
+                    f"its header claims {header_len} bytes but the file is {size} bytes long (truncated or zero-filled)"
                 )
             header = json.loads(fh.read(header_len))
     except OSError as err:
@@ -176,9 +173,7 @@ def check_safetensors_file(path: str | os.PathLike) -> str | None:
     return None
 
 
-def find_corrupt_safetensors(
-    folder: str | os.PathLike, names: Iterable[str] | None = None
-) -> tuple[Path, str] | None:
+def find_corrupt_safetensors(folder: str | os.PathLike, names: Iterable[str] | None = None) -> tuple[Path, str] | None:
     """The first broken ``.safetensors`` file in ``folder`` (``names``, or every ``*.safetensors``) and why."""
     root = Path(folder)
     if not root.is_dir():

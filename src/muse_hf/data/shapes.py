@@ -149,9 +149,7 @@ def zero_shot_prompts(
     if isinstance(templates, str):
         templates = [templates]
     if not templates or any("{label}" not in t for t in templates):
-        raise ValueError(
-            f"every template needs a '{{label}}' field, e.g. 'a photo of a {{label}}.'; got {templates!r}"
-        )
+        raise ValueError(f"every template needs a '{{label}}' field, e.g. 'a photo of a {{label}}.'; got {templates!r}")
     return [[t.format(label=n) for t in templates] for n in names]
 
 
@@ -557,9 +555,7 @@ def make_caption(scene: Scene, rng: np.random.Generator) -> str:
         more = [f"{o.phrase()} {_relation(o, main_obj)} the {main_obj.shape}" for o in rest[1:]]
         return ", ".join([first, *more])
     if choice == 2:  # "three objects: a red circle, a blue square and a green star"
-        return f"{_NUMBER[len(objs)]} objects on {_article(bg)} {bg} background: " + _join(
-            [o.phrase() for o in objs]
-        )
+        return f"{_NUMBER[len(objs)]} objects on {_article(bg)} {bg} background: " + _join([o.phrase() for o in objs])
     # "a red circle right of a blue square; a green star is below the circle"
     head = f"{main_obj.phrase()} {_relation(main_obj, rest[0])} {rest[0].phrase()}"
     more = [f"{o.phrase()} is {_relation(o, main_obj)} the {main_obj.shape}" for o in rest[1:]]
@@ -596,9 +592,7 @@ def make_edit(scene: Scene, rng: np.random.Generator, opts: SceneOptions) -> tup
                 continue
             new = _pick(rng, colours)
             objs[i] = replace(o, colour=new)
-            verb = _pick(
-                rng, ("make the {n} {c}", "change the colour of the {n} to {c}", "paint the {n} {c}")
-            )
+            verb = _pick(rng, ("make the {n} {c}", "change the colour of the {n} to {c}", "paint the {n} {c}"))
             return "recolour", verb.format(n=o.name, c=new), replace(scene, objects=tuple(objs))
         if op == "move" and unique:
             i = _pick(rng, unique)
@@ -645,8 +639,9 @@ PLAIN_CATEGORIES: tuple[str, ...] = ("single_object", "colors", "two_object", "c
 #: The background of plain scenes and of the GenEval-style prompts' reference renders.
 PLAIN_BACKGROUND = Background("plain", ("white", "light grey"), 8.0, 0, 0)
 #: Scene options of plain scenes' edits (no texture, no occlusion, no same-colour neighbours).
-PLAIN_OPTIONS = SceneOptions(max_objects=3, texture_prob=0.0, textured_background_prob=0.0, same_colour_prob=0.0,
-                             occlusion_prob=0.0)
+PLAIN_OPTIONS = SceneOptions(
+    max_objects=3, texture_prob=0.0, textured_background_prob=0.0, same_colour_prob=0.0, occlusion_prob=0.0
+)
 _PLAIN_SALT = b"muse_hf geneval held-out v1"
 
 
@@ -723,8 +718,9 @@ def held_out_prompts() -> frozenset[str]:
             texts.add(plain_prompt("two_object", order))
             if len(order) == 2:
                 a, b = order
-                texts.update(f"{_plain_phrase(b)} {rel} {_plain_phrase(a)}"
-                             for rel in ("left of", "right of", "above", "below"))
+                texts.update(
+                    f"{_plain_phrase(b)} {rel} {_plain_phrase(a)}" for rel in ("left of", "right of", "above", "below")
+                )
     return frozenset(texts)
 
 
@@ -905,9 +901,7 @@ def _write_shard(job: tuple[str, int, int, int, int, SceneOptions, str, float]) 
     split, lo, hi, seed, image_size, opts, path, plain_fraction = job
     features = shapes_features()
     rows = [make_sample(i, split, seed, image_size, opts, plain_fraction) for i in range(lo, hi)]
-    table = datasets.Dataset.from_dict(
-        {name: [r[name] for r in rows] for name in features}, features=features
-    )
+    table = datasets.Dataset.from_dict({name: [r[name] for r in rows] for name in features}, features=features)
     table.to_parquet(path)
     return int(table.data.nbytes)
 
@@ -964,13 +958,9 @@ def build_shapes_dataset(
     opts = options or SceneOptions()
     opts.validate()
     if image_size < 32:
-        raise ValueError(
-            f"image_size must be >= 32 so the smallest objects stay recognisable; got {image_size}"
-        )
+        raise ValueError(f"image_size must be >= 32 so the smallest objects stay recognisable; got {image_size}")
     if num_train < 1 or num_val < 0:
-        raise ValueError(
-            f"need num_train >= 1 and num_val >= 0; got num_train={num_train}, num_val={num_val}"
-        )
+        raise ValueError(f"need num_train >= 1 and num_val >= 0; got num_train={num_train}, num_val={num_val}")
     if max_shard_rows < 1 or min_shards < 1:
         raise ValueError(f"max_shard_rows and min_shards must be >= 1; got {max_shard_rows}, {min_shards}")
     if not 0.0 <= plain_fraction <= 1.0:
@@ -979,9 +969,7 @@ def build_shapes_dataset(
     data_dir = out / "data"
     if data_dir.exists() and any(data_dir.iterdir()):
         if not overwrite:
-            raise ValueError(
-                f"{data_dir} already holds files; pass overwrite=True (CLI: --overwrite) to replace them."
-            )
+            raise ValueError(f"{data_dir} already holds files; pass overwrite=True (CLI: --overwrite) to replace them.")
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     features = shapes_features()
@@ -1045,9 +1033,7 @@ def _write_card(
 
     split_dict = datasets.SplitDict()
     for split, info in summary["splits"].items():
-        split_dict.add(
-            datasets.SplitInfo(name=split, num_bytes=info["num_bytes"], num_examples=info["num_examples"])
-        )
+        split_dict.add(datasets.SplitInfo(name=split, num_bytes=info["num_bytes"], num_examples=info["num_examples"]))
     # DatasetInfo._to_yaml_dict is the serialisation datasets itself uses for dataset cards (push_to_hub).
     info_yaml = datasets.DatasetInfo(features=features, splits=split_dict)._to_yaml_dict()
     n_total = sum(v["num_examples"] for v in summary["splits"].values())
@@ -1061,9 +1047,7 @@ def _write_card(
         "configs": [
             {
                 "config_name": "default",
-                "data_files": [
-                    {"split": split, "path": f"data/{split}-*.parquet"} for split in summary["splits"]
-                ],
+                "data_files": [{"split": split, "path": f"data/{split}-*.parquet"} for split in summary["splits"]],
             }
         ],
         "dataset_info": info_yaml,

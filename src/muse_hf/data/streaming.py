@@ -183,9 +183,7 @@ def decode_image(
     if len(data) == 0:
         raise SkipSample("empty_file")
     png_size = _png_header_size(data)
-    if (
-        png_size is not None
-    ):  # PIL must reach the first IDAT chunk to open a PNG: judge a header-only bomb first
+    if png_size is not None:  # PIL must reach the first IDAT chunk to open a PNG: judge a header-only bomb first
         _check_dims(*png_size, max_pixels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
@@ -268,9 +266,7 @@ def _mask_array(image: PIL.Image.Image) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------ opening
-def _open_hf_stream(
-    source: Any, split: str, data_files: Any = None, **load_kwargs: Any
-) -> datasets.IterableDataset:
+def _open_hf_stream(source: Any, split: str, data_files: Any = None, **load_kwargs: Any) -> datasets.IterableDataset:
     """Any supported source -> a ``datasets.IterableDataset`` of ``split``."""
     if isinstance(source, datasets.IterableDataset):
         return source
@@ -302,13 +298,9 @@ def _open_hf_stream(
                 builder[suffix], data_files={split: str(path)}, split=split, streaming=True, **load_kwargs
             )
         elif path.is_dir():
-            ds = datasets.load_dataset(
-                str(path), data_files=data_files, split=split, streaming=True, **load_kwargs
-            )
+            ds = datasets.load_dataset(str(path), data_files=data_files, split=split, streaming=True, **load_kwargs)
         else:
-            ds = datasets.load_dataset(
-                str(source), data_files=data_files, split=split, streaming=True, **load_kwargs
-            )
+            ds = datasets.load_dataset(str(source), data_files=data_files, split=split, streaming=True, **load_kwargs)
     except (FileNotFoundError, ConnectionError) as err:
         raise ValueError(
             f"cannot open dataset {str(source)!r} (split {split!r}): {err}. Give an existing local folder/file or a "
@@ -357,9 +349,7 @@ def _node(process_index: int | None, num_processes: int | None, accelerator: Any
     else:
         rank, world = 0, 1
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(
-            f"need 0 <= process_index < num_processes; got process_index={rank}, num_processes={world}"
-        )
+        raise ValueError(f"need 0 <= process_index < num_processes; got process_index={rank}, num_processes={world}")
     return rank, world
 
 
@@ -434,9 +424,7 @@ class ImageTextStream(torch.utils.data.IterableDataset):
         hf = self.hf_dataset
         hf.set_epoch(self._hf_epoch(epoch))
         if not self.shuffle_buffer:
-            hf.load_state_dict(
-                None if resume is None else resume["hf"]
-            )  # None clears an earlier starting state
+            hf.load_state_dict(None if resume is None else resume["hf"])  # None clears an earlier starting state
             for ex in hf:
                 yield ex, lambda: {"epoch": epoch, "hf": hf.state_dict()}
             return
@@ -453,13 +441,9 @@ class ImageTextStream(torch.utils.data.IterableDataset):
         for role, col in self.text_roles.items():
             text = _extract_text(ex.get(col))
             if not text:
-                raise SkipSample(
-                    f"missing_{role}" if f"missing_{role}" in SKIP_REASONS else "missing_caption"
-                )
+                raise SkipSample(f"missing_{role}" if f"missing_{role}" in SKIP_REASONS else "missing_caption")
             texts[role] = text
-        images = [
-            decode_image(ex.get(col), self.max_pixels, self._draft) for col in self.image_roles.values()
-        ]
+        images = [decode_image(ex.get(col), self.max_pixels, self._draft) for col in self.image_roles.values()]
         mask = None
         if self.mask_column is not None:
             raw = ex.get(self.mask_column)
@@ -471,9 +455,7 @@ class ImageTextStream(torch.utils.data.IterableDataset):
                 mask = _mask_array(mask_img)
                 if mask.shape != (images[0].height, images[0].width):
                     mask = np.asarray(
-                        PIL.Image.fromarray(mask.astype(np.int32), "I").resize(
-                            images[0].size, PIL.Image.NEAREST
-                        )
+                        PIL.Image.fromarray(mask.astype(np.int32), "I").resize(images[0].size, PIL.Image.NEAREST)
                     ).astype(np.int64)
         try:
             pixel_values = self.image_processor(images, return_tensors="pt")["pixel_values"]  # (n, 3, H, W)
@@ -650,9 +632,7 @@ def load_image_text_stream(
             "label": _resolve(features, names, explicit["label"], LABEL_COLUMNS, "label", False)
             if with_label
             else None,
-            "mask": _resolve(features, names, explicit["mask"], MASK_COLUMNS, "mask", False)
-            if with_mask
-            else None,
+            "mask": _resolve(features, names, explicit["mask"], MASK_COLUMNS, "mask", False) if with_mask else None,
         }
 
     ds, cols = _prepare(
@@ -707,9 +687,7 @@ def load_edit_stream(
         return {
             "source": _resolve(features, names, source_column, EDIT_SOURCE_COLUMNS, "source", True),
             "target": _resolve(features, names, target_column, EDIT_TARGET_COLUMNS, "target", True),
-            "instruction": _resolve(
-                features, names, instruction_column, EDIT_TEXT_COLUMNS, "instruction", True
-            ),
+            "instruction": _resolve(features, names, instruction_column, EDIT_TEXT_COLUMNS, "instruction", True),
         }
 
     ds, cols = _prepare(
@@ -787,8 +765,11 @@ class TensorShardWriter:
         import pyarrow.parquet as pq
 
         if self._writer is None:  # no row: an empty shard with the declared columns
-            fields = [f for c in self.tensor_columns
-                      for f in (pa.field(c, pa.binary()), pa.field(c + SHAPE_SUFFIX, pa.list_(pa.int32())))]
+            fields = [
+                f
+                for c in self.tensor_columns
+                for f in (pa.field(c, pa.binary()), pa.field(c + SHAPE_SUFFIX, pa.list_(pa.int32())))
+            ]
             fields += [pa.field(c, pa.string()) for c in self.text_columns]
             self._writer = pq.ParquetWriter(self._tmp, pa.schema(fields))
         self._writer.close()
@@ -996,14 +977,10 @@ class StreamingDataLoader:
         return total
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if (
-            self._worker_states
-        ):  # the previous pass stopped early: continue it (no sample is handed out twice)
+        if self._worker_states:  # the previous pass stopped early: continue it (no sample is handed out twice)
             self.load_state_dict(self.state_dict())
         ds = self.dataset
-        token = self._active = (
-            object()
-        )  # a newer pass owns the dataset's flags; an abandoned one must not reset them
+        token = self._active = object()  # a newer pass owns the dataset's flags; an abandoned one must not reset them
         ds.set_epoch(self.epoch)
         ds._resume = dict(self._resume) if self._resume else None
         ds._emit_meta = True
@@ -1084,9 +1061,7 @@ class StreamingDataLoader:
                 f"num_workers={self.num_workers}; resume with the same number (each worker resumes its own shards)."
             )
         if any(k >= workers for k in states):
-            raise ValueError(
-                f"checkpoint has worker ids {sorted(states)} but this loader has {workers} worker(s)"
-            )
+            raise ValueError(f"checkpoint has worker ids {sorted(states)} but this loader has {workers} worker(s)")
         if states and int(state.get("batch_size", self.batch_size)) != self.batch_size:
             raise ValueError(
                 f"the checkpoint was taken with batch_size={state.get('batch_size')}, this loader has "

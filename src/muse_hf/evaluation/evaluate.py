@@ -69,7 +69,6 @@ _RAW_PIXEL_PROBE_SIZE = 32  # raw-pixel probe floor: images area-downsampled to 
 def _open_stream(data: Any, split: str, image_processor: Any) -> Iterable[Mapping[str, Any]]:
     """A path / Hub id / ``datasets`` split -> the package's streaming loader; an iterable of samples as is."""
     if isinstance(data, (str, os.PathLike, datasets.Dataset, datasets.IterableDataset)):
-
         return load_image_text_stream(data, split=split, image_processor=image_processor)
     if isinstance(data, Iterable):
         return data
@@ -78,9 +77,7 @@ def _open_stream(data: Any, split: str, image_processor: Any) -> Iterable[Mappin
     )
 
 
-def _batches(
-    stream: Iterable[Mapping[str, Any]], batch_size: int, max_samples: int
-) -> Iterator[dict[str, Any]]:
+def _batches(stream: Iterable[Mapping[str, Any]], batch_size: int, max_samples: int) -> Iterator[dict[str, Any]]:
     """Batches of at most ``batch_size`` samples (``muse_hf.data.collate_samples``), ``max_samples`` in all."""
 
     buffer: list[Mapping[str, Any]] = []
@@ -232,16 +229,12 @@ def _run_variant(
             output_semantic=True,
             **({"vision_features": vision[:, 1:]} if vision is not None else {}),
         )
-        recon = model.decode(
-            enc.latents, output_size=tuple(pv.shape[-2:])
-        ).sample  # (B, 3, H, W) processor space
+        recon = model.decode(enc.latents, output_size=tuple(pv.shape[-2:])).sample  # (B, 3, H, W) processor space
         feats = enc.semantic_embeds  # (B, semantic_dim)
     images01 = image_processor.to_unit_range(pv.float().cpu())
     recon01 = image_processor.postprocess(recon, output_type="pt")
     if recon01.shape[-2:] != images01.shape[-2:]:
-        raise ValueError(
-            f"decoded size {tuple(recon01.shape[-2:])} != input size {tuple(images01.shape[-2:])}"
-        )
+        raise ValueError(f"decoded size {tuple(recon01.shape[-2:])} != input size {tuple(images01.shape[-2:])}")
     acc.psnr += psnr(recon01, images01).tolist()
     acc.ssim += ssim(recon01, images01).tolist()
     if acc.rfid is not None and rfid_take > 0:
@@ -268,9 +261,7 @@ def _class_text_features(text_embedder: Any, prompts: Any) -> torch.Tensor:
         prompts = [prompts[k] for k in sorted(prompts)]
     per_class = [[p] if isinstance(p, str) else list(p) for p in prompts]
     flat = [t for texts in per_class for t in texts]
-    emb = F.normalize(
-        torch.as_tensor(text_embedder.embed(flat)).float().cpu(), dim=-1
-    )  # (sum T_k, d), one call
+    emb = F.normalize(torch.as_tensor(text_embedder.embed(flat)).float().cpu(), dim=-1)  # (sum T_k, d), one call
     rows, start = [], 0
     for texts in per_class:
         rows.append(F.normalize(emb[start : start + len(texts)].mean(dim=0), dim=-1))
@@ -329,9 +320,7 @@ def _zero_shot(
             f"ceiling: the captions' own text embeddings classify {top:.4f} of these images (an encoder that "
             "matched its caption exactly)"
         )
-    return metric_entry(
-        values.get("model"), values.get("untrained"), baseline, num_classes=len(class_feats), **extra
-    )
+    return metric_entry(values.get("model"), values.get("untrained"), baseline, num_classes=len(class_feats), **extra)
 
 
 def _probe(
@@ -561,9 +550,7 @@ def _grid_of(out: Any) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------ figures
 
 
-def _query_points(
-    batch: Mapping[str, Any], grid: tuple[int, int], count: int, per_image: int = 3
-) -> list[list[int]]:
+def _query_points(batch: Mapping[str, Any], grid: tuple[int, int], count: int, per_image: int = 3) -> list[list[int]]:
     """Query tokens for the attention figure: the centre token of up to ``per_image`` regions (objects first)."""
     h, w = grid
     if "mask" not in batch:
@@ -660,7 +647,6 @@ def evaluate_tokenizer(
             f"rfid_samples must be >= 0 (0 = no rFID) and probe_samples >= 1, got {rfid_samples} and {probe_samples}"
         )
     if teacher is None:
-
         teacher = MaskAffinityTeacher()
     model.eval()
     notes: list[str] = []
@@ -703,8 +689,16 @@ def evaluate_tokenizer(
         rfid_take = max(0, min(pv.shape[0], rfid_samples - num))  # the first rfid_samples images enter rFID
         outs = {
             name: _run_variant(
-                m, batch, image_processor, accs[name], grid, t_attn, segmentation_method, seed,
-                rfid_take=rfid_take, with_backbone=name == "model",
+                m,
+                batch,
+                image_processor,
+                accs[name],
+                grid,
+                t_attn,
+                segmentation_method,
+                seed,
+                rfid_take=rfid_take,
+                with_backbone=name == "model",
             )  # fmt: skip
             for name, m in variants.items()
         }
@@ -720,18 +714,14 @@ def evaluate_tokenizer(
             base.pixel_accuracy += seg["pixel_accuracy"]
             base.token_miou += seg["token_miou"]
             if t_attn is not None:
-                seg = attention_segmentation(
-                    t_attn, batch["mask"], grid, method=segmentation_method, seed=seed
-                )
+                seg = attention_segmentation(t_attn, batch["mask"], grid, method=segmentation_method, seed=seed)
                 ceiling.miou += seg["miou"]
                 ceiling.pixel_accuracy += seg["pixel_accuracy"]
                 ceiling.token_miou += seg["token_miou"]
         if t_attn is not None:
             n_tok = grid[0] * grid[1]
             uniform = torch.full((1, 1, n_tok, n_tok), 1.0 / n_tok)
-            uniform_kl += [
-                float(topology_alignment_loss(uniform, t_attn[i : i + 1])) for i in range(pv.shape[0])
-            ]
+            uniform_kl += [float(topology_alignment_loss(uniform, t_attn[i : i + 1])) for i in range(pv.shape[0])]
         raw_pixels.append(_raw_pixel_features(images01))  # (B, 3*h'*w')
         if "label" in batch:
             labels.append(batch["label"])
@@ -749,9 +739,7 @@ def evaluate_tokenizer(
             }
         num += pv.shape[0]
     if first_batch is None or grid is None:
-        raise ValueError(
-            f"no samples were read from {data!r} (split {split!r}); check the path, split and columns"
-        )
+        raise ValueError(f"no samples were read from {data!r} (split {split!r}); check the path, split and columns")
     skipped = dict(getattr(stream, "skipped", {}) or {})
     if skipped:
         notes.append(f"samples skipped while streaming, by reason: {skipped}")
@@ -839,7 +827,9 @@ def evaluate_tokenizer(
         if probe_split is None:
             fallback = "probe_split=None"
         elif not isinstance(data, (str, os.PathLike)):
-            fallback = f"data is a {type(data).__name__}, not a dataset path or Hub id: no {probe_split!r} split to open"
+            fallback = (
+                f"data is a {type(data).__name__}, not a dataset path or Hub id: no {probe_split!r} split to open"
+            )
         elif probe_split == split:
             fallback = f"probe_split {probe_split!r} is the evaluated split"
         else:
@@ -936,9 +926,7 @@ def evaluate_tokenizer(
         extra = {f"{name} recon": r for name, r in figure["recon"].items() if name != "model"}
         extra["bicubic floor"] = figure["bicubic"]
         result["figures"]["reconstruction"] = str(
-            save_reconstruction_grid(
-                figure["images"], figure["recon"]["model"], out / "reconstruction_grid.png", extra
-            )
+            save_reconstruction_grid(figure["images"], figure["recon"]["model"], out / "reconstruction_grid.png", extra)
         )
         if figure["student"] is not None and figure["teacher"] is not None:
             k = figure["images"].shape[0]
@@ -976,9 +964,7 @@ def _rfid_accumulator(
         return None, f"{type(err).__name__}: {err}"
 
 
-def _photo_metrics(
-    variants: Mapping[str, nn.Module], image_processor: Any, grid: tuple[int, int]
-) -> dict[str, Any]:
+def _photo_metrics(variants: Mapping[str, nn.Module], image_processor: Any, grid: tuple[int, int]) -> dict[str, Any]:
     """PSNR/SSIM on the scikit-image photo check set, with the same floors."""
     try:
         from muse_hf.data import photo_check_set

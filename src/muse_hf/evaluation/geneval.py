@@ -213,8 +213,9 @@ def _prototypes(size: int) -> tuple[np.ndarray, np.ndarray, float]:
         for size_name, frac in SIZES.items():
             for off in (0.0, 0.25, 0.5, 0.75):
                 for colour in _PROTOTYPE_COLOURS:
-                    obj = SceneObject(shape, colour, "plain", size_name, size / 2 + off, size / 2 + off * 0.6,
-                                      frac * size)
+                    obj = SceneObject(
+                        shape, colour, "plain", size_name, size / 2 + off, size / 2 + off * 0.6, frac * size
+                    )
                     image, mask = render_scene(Scene(size, bg, (obj,)))
                     if colour == _PROTOTYPE_COLOURS[0]:  # sharp: the segmentation is exact, colour does not matter
                         areas.append(int((mask == 1).sum()))
@@ -224,8 +225,9 @@ def _prototypes(size: int) -> tuple[np.ndarray, np.ndarray, float]:
                         continue
                     for sigma in _PROTOTYPE_BLURS:
                         img = ndimage.gaussian_filter(image.astype(np.float64), (sigma * scale, sigma * scale, 0))
-                        masks = [m for _, m in _object_masks(np.clip(np.rint(img), 0, 255).astype(np.uint8), 0,
-                                                             only=colour)]
+                        masks = [
+                            m for _, m in _object_masks(np.clip(np.rint(img), 0, 255).astype(np.uint8), 0, only=colour)
+                        ]
                         if masks:
                             feats.append(_features(max(masks, key=lambda m: m.sum())))
                             labels.append(si)
@@ -319,8 +321,17 @@ def detect_objects(image: Any) -> list[DetectedObject]:
         dist = (((proto_feats - f) / _FEATURE_SCALE) ** 2).sum(1)
         shape = SHAPES[int(proto_labels[dist.argmin()])]
         ys, xs = np.nonzero(m)
-        found.append(DetectedObject(colour, shape, float(xs.mean() + 0.5), float(ys.mean() + 0.5), int(m.sum()),
-                                    [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())], m))
+        found.append(
+            DetectedObject(
+                colour,
+                shape,
+                float(xs.mean() + 0.5),
+                float(ys.mean() + 0.5),
+                int(m.sum()),
+                [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())],
+                m,
+            )
+        )
     return sorted(found, key=lambda o: -o.area)
 
 
@@ -391,8 +402,8 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
         raise ValueError(f"No object ('<a|two|...> [colour] <shape>') found in prompt {prompt!r}.")
     rel = None
     if len(mentions) >= 2:
-        between = text[mentions[0][1]:mentions[1][0]]
-        after = text[mentions[1][1]:]
+        between = text[mentions[0][1] : mentions[1][0]]
+        after = text[mentions[1][1] :]
         r = re.search(rf"\b({_REL_RE})\b", between)
         if r:  # "A <rel> B"
             rel = (0, r.group(1), 1)
@@ -481,8 +492,13 @@ _EDIT_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("recolour", re.compile(rf"^change the colou?r of the (?P<c>{_COLOUR_RE}) (?P<s>\w+) to (?P<n>{_COLOUR_RE})$")),
     ("move", re.compile(rf"^move the (?P<c>{_COLOUR_RE}) (?P<s>\w+) (?P<d>to the left|to the right|up|down)$")),
     ("remove", re.compile(rf"^(?:remove|delete|take away) the (?P<c>{_COLOUR_RE}) (?P<s>\w+)$")),
-    ("add", re.compile(rf"^add an? (?:(?:small|medium|large|striped|checkered|dotted) )*(?P<c>{_COLOUR_RE}) (?P<s>\w+)"
-                       rf" (?P<r>{_REL_RE}) the (?P<rc>{_COLOUR_RE}) (?P<rs>\w+)$")),
+    (
+        "add",
+        re.compile(
+            rf"^add an? (?:(?:small|medium|large|striped|checkered|dotted) )*(?P<c>{_COLOUR_RE}) (?P<s>\w+)"
+            rf" (?P<r>{_REL_RE}) the (?P<rc>{_COLOUR_RE}) (?P<rs>\w+)$"
+        ),
+    ),
 ]
 
 
@@ -564,7 +580,9 @@ def score_edit(source: Any, edited: Any, instruction: str) -> EditScore:
     if spec.kind == "recolour":
         new = find(after, spec.new_colour)
         done = na[key] == nb[key] - 1 and na[(spec.new_colour, spec.shape)] == nb[(spec.new_colour, spec.shape)] + 1
-        done = done and old is not None and new is not None and math.hypot(old.cx - new.cx, old.cy - new.cy) < 0.1 * size
+        done = (
+            done and old is not None and new is not None and math.hypot(old.cx - new.cx, old.cy - new.cy) < 0.1 * size
+        )
         touched += [o for o in (new,) if o is not None]
     elif spec.kind == "move":
         moved = find(after, spec.colour)
@@ -589,8 +607,14 @@ def score_edit(source: Any, edited: Any, instruction: str) -> EditScore:
     for o in touched:
         region |= o.mask
     region = ndimage.binary_dilation(region, iterations=2)
-    return EditScore(instruction, spec.kind, bool(done), _masked_psnr(src, out, ~region),
-                     [o.name for o in before], [o.name for o in after])
+    return EditScore(
+        instruction,
+        spec.kind,
+        bool(done),
+        _masked_psnr(src, out, ~region),
+        [o.name for o in before],
+        [o.name for o in after],
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the prompt set
@@ -642,8 +666,14 @@ def _summary(scores: Sequence[GenerationScore], categories: Sequence[str]) -> di
         vals = [getattr(s, key) for s in scores if getattr(s, key) is not None]
         return float(np.mean(vals)) if vals else None
 
-    return {"overall": float(np.mean(list(cat_acc.values()))), "categories": cat_acc,
-            "colour": rate("colour"), "count": rate("count"), "position": rate("position"), "num_images": len(scores)}
+    return {
+        "overall": float(np.mean(list(cat_acc.values()))),
+        "categories": cat_acc,
+        "colour": rate("colour"),
+        "count": rate("count"),
+        "position": rate("position"),
+        "num_images": len(scores),
+    }
 
 
 def evaluate_generation(
@@ -703,21 +733,25 @@ def evaluate_edits(
     scores: list[EditScore] = []
     for i in range(0, num_edits, batch_size):
         outs = edit(sources[i : i + batch_size], instructions[i : i + batch_size])
-        scores += [score_edit(s, o, t) for s, o, t in zip(sources[i : i + batch_size], outs,
-                                                          instructions[i : i + batch_size])]
+        scores += [
+            score_edit(s, o, t) for s, o, t in zip(sources[i : i + batch_size], outs, instructions[i : i + batch_size])
+        ]
     per_kind: dict[str, list[bool]] = {}
     for s in scores:
         per_kind.setdefault(s.kind, []).append(s.change_done)
     psnrs = [s.background_psnr for s in scores if not math.isnan(s.background_psnr)]
-    return {"success": float(np.mean([s.change_done for s in scores])),
-            "per_kind": {k: float(np.mean(v)) for k, v in per_kind.items()},
-            "background_psnr": float(np.mean(psnrs)) if psnrs else float("nan"), "num_edits": len(scores),
-            "scores": [s.as_dict() for s in scores]}
+    return {
+        "success": float(np.mean([s.change_done for s in scores])),
+        "per_kind": {k: float(np.mean(v)) for k, v in per_kind.items()},
+        "background_psnr": float(np.mean(psnrs)) if psnrs else float("nan"),
+        "num_edits": len(scores),
+        "scores": [s.as_dict() for s in scores],
+    }
 
 
-def edit_set(num_edits: int = 24, size: int = 64, seed: int = 0,
-             with_targets: bool = False) -> tuple[list[PIL.Image.Image], list[str]] | tuple[
-                 list[PIL.Image.Image], list[str], list[PIL.Image.Image]]:
+def edit_set(
+    num_edits: int = 24, size: int = 64, seed: int = 0, with_targets: bool = False
+) -> tuple[list[PIL.Image.Image], list[str]] | tuple[list[PIL.Image.Image], list[str], list[PIL.Image.Image]]:
     """Deterministic (source image, instruction[, target image]) edits on detector-friendly scenes."""
     opts = SceneOptions(max_objects=3, texture_prob=0.0, same_colour_prob=0.0, occlusion_prob=0.0)
     sources, instructions, targets = [], [], []

@@ -78,9 +78,7 @@ def _check_pair(preds: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor
     preds = check_unit_images(preds, "preds")
     target = check_unit_images(target, "target")
     if preds.shape != target.shape:
-        raise ValueError(
-            f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have the same shape"
-        )
+        raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have the same shape")
     return preds, target
 
 
@@ -126,9 +124,7 @@ def bicubic_roundtrip(images: torch.Tensor, grid: tuple[int, int]) -> torch.Tens
     """
     images = check_unit_images(images)
     height, width = images.shape[-2:]
-    small = F.interpolate(
-        images, size=tuple(grid), mode="bicubic", align_corners=False, antialias=True
-    )  # (B,3,h,w)
+    small = F.interpolate(images, size=tuple(grid), mode="bicubic", align_corners=False, antialias=True)  # (B,3,h,w)
     return F.interpolate(small, size=(height, width), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
 
 
@@ -271,12 +267,8 @@ def reconstruction_fid(
     for name, images in (("real", real), ("fake", fake)):
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] < 2:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(
-                f"{name} must be a (N, 3, H, W) tensor with N >= 2 (FID needs a covariance), got {shape}"
-            )
-        check_unit_images(
-            (images.float() - low) / (high - low), f"{name} (rescaled from input_range {input_range})"
-        )
+            raise ValueError(f"{name} must be a (N, 3, H, W) tensor with N >= 2 (FID needs a covariance), got {shape}")
+        check_unit_images((images.float() - low) / (high - low), f"{name} (rescaled from input_range {input_range})")
     extractor = feature if feature is not None else FIDInceptionV3(input_range=(low, high))
     # a custom feature module gets the images unchanged (normalize only affects torchmetrics' own Inception)
     metric = FrechetInceptionDistance(feature=extractor, normalize=True)
@@ -545,9 +537,7 @@ def linear_probe_accuracy(
             raise ValueError(f"the linear probe needs at least 4 samples, got {x.shape[0]}")
         counts = np.bincount(y)
         stratify = y if counts[counts > 0].min() >= 2 else None
-        x_tr, x_te, y_tr, y_te = train_test_split(
-            x, y, test_size=test_fraction, random_state=seed, stratify=stratify
-        )
+        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
     if len(np.unique(y_tr)) < 2:
         raise ValueError("the linear probe's training split holds a single class; evaluate more samples")
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))

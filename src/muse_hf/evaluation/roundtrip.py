@@ -43,9 +43,7 @@ def _model_size(model: nn.Module, image_processor: Any) -> int:
         height = getattr(getattr(model, "config", None), "image_size", None)
         height = height[0] if isinstance(height, (list, tuple)) else height
     if height is None:
-        raise ValueError(
-            "pass size=: neither image_processor.size['height'] nor model.config.image_size is set"
-        )
+        raise ValueError("pass size=: neither image_processor.size['height'] nor model.config.image_size is set")
     return int(height)
 
 
@@ -118,9 +116,7 @@ def roundtrip_geneval(
         if grid_cfg is None:
             with torch.no_grad():
                 param = next(model.parameters())
-                pv = image_processor(renders[:1], return_tensors="pt")["pixel_values"].to(
-                    param.device, param.dtype
-                )
+                pv = image_processor(renders[:1], return_tensors="pt")["pixel_values"].to(param.device, param.dtype)
                 grid_cfg = model.encode(pv).latents.shape[-2:]
         grid = (int(grid_cfg[0]), int(grid_cfg[1]))
 
@@ -143,9 +139,7 @@ def roundtrip_geneval(
             result["untrained"] = score(_roundtrip_fn(_untrained(model, seed), image_processor, size))
     finally:
         model.train(was_training)
-    result.update(
-        size=size, per_category=per_category, seed=seed, latent_grid=list(grid), num_images=len(items)
-    )
+    result.update(size=size, per_category=per_category, seed=seed, latent_grid=list(grid), num_images=len(items))
     return result
 
 

@@ -246,9 +246,7 @@ def evaluate_saved_pipeline(
     gen = result["generation"]
     entries: dict[str, dict[str, Any]] = {}
     base = {"baseline_method": "blank canvas"}
-    entries["geneval_overall"] = _entry(
-        gen["overall"], baseline=blank["overall"], ceiling=ceiling["overall"], **base
-    )
+    entries["geneval_overall"] = _entry(gen["overall"], baseline=blank["overall"], ceiling=ceiling["overall"], **base)
     for cat, acc in gen["categories"].items():
         entries[f"geneval_{cat}"] = _entry(acc, baseline=blank["categories"][cat], ceiling=ceiling["categories"][cat],
                                            **base)  # fmt: skip
@@ -261,9 +259,7 @@ def evaluate_saved_pipeline(
         erased = evaluate_edits(lambda ims, ins: [PIL.Image.new("RGB", (size, size), "white") for _ in ims], num_edits,
                                 size, seed, batch_size)  # fmt: skip
         targets = iter(edit_set(num_edits, size, seed, with_targets=True)[2])
-        oracle = evaluate_edits(
-            lambda ims, ins: [next(targets) for _ in ims], num_edits, size, seed, batch_size
-        )
+        oracle = evaluate_edits(lambda ims, ins: [next(targets) for _ in ims], num_edits, size, seed, batch_size)
         base = {"baseline_method": "unchanged source"}
         entries["edit_success"] = _entry(edits["success"], baseline=identity["success"], ceiling=oracle["success"],
                                          baseline_blank=erased["success"], **base)  # fmt: skip
@@ -318,12 +314,8 @@ def save_umm_samples(
     size = pipe._native_size()[0]
     kwargs = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
     items = geneval_prompts(size, -(-num_prompts // 6), seed)[:num_prompts]
-    generated = pipe(
-        [it.prompt for it in items], generator=torch.Generator().manual_seed(seed), **kwargs
-    ).images
-    grid = make_image_grid(
-        [*generated, *(render_prompt(it) for it in items)], rows=2, cols=len(items), resize=128
-    )
+    generated = pipe([it.prompt for it in items], generator=torch.Generator().manual_seed(seed), **kwargs).images
+    grid = make_image_grid([*generated, *(render_prompt(it) for it in items)], rows=2, cols=len(items), resize=128)
     grid.save(out / "umm_generations.png")
     files = [str(out / "umm_generations.png")]
     record: dict[str, Any] = {
@@ -333,9 +325,7 @@ def save_umm_samples(
     can_edit = pipe.connector.config.reference_channels is not None or pipe.condition_encoder.supports_images
     if can_edit and num_edits > 0:
         sources, instructions, targets = edit_set(num_edits, size, seed, with_targets=True)
-        edited = pipe(
-            instructions, image=sources, generator=torch.Generator().manual_seed(seed), **kwargs
-        ).images
+        edited = pipe(instructions, image=sources, generator=torch.Generator().manual_seed(seed), **kwargs).images
         grid = make_image_grid([*sources, *edited, *targets], rows=3, cols=num_edits, resize=128)
         grid.save(out / "umm_edits.png")
         files.append(str(out / "umm_edits.png"))
@@ -343,5 +333,3 @@ def save_umm_samples(
     record["files"] = files
     (out / "umm_samples.json").write_text(json.dumps(record, indent=2))
     return record
-
-

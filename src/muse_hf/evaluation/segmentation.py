@@ -53,9 +53,7 @@ SEGMENTATION_METHOD = (
 )
 
 
-def cluster_rows(
-    features: torch.Tensor | np.ndarray, k: int, method: str = "kmeans", seed: int = 0
-) -> np.ndarray:
+def cluster_rows(features: torch.Tensor | np.ndarray, k: int, method: str = "kmeans", seed: int = 0) -> np.ndarray:
     """Cluster ``N`` row vectors into at most ``k`` segments, deterministically.
 
     Args:
@@ -85,9 +83,7 @@ def cluster_rows(
             labels = KMeans(n_clusters=k_eff, n_init=3, random_state=seed).fit_predict(x)
         elif method == "spectral":
             if x.shape[0] != x.shape[1] or (x < 0).any():
-                raise ValueError(
-                    "spectral clustering needs a square non-negative (N, N) affinity such as attention"
-                )
+                raise ValueError("spectral clustering needs a square non-negative (N, N) affinity such as attention")
             affinity = 0.5 * (x + x.T)
             labels = SpectralClustering(
                 n_clusters=k_eff, affinity="precomputed", random_state=seed, assign_labels="cluster_qr"
@@ -97,9 +93,7 @@ def cluster_rows(
     return labels.astype(np.int64)
 
 
-def upsample_labels(
-    labels: np.ndarray | torch.Tensor, grid: tuple[int, int], size: tuple[int, int]
-) -> np.ndarray:
+def upsample_labels(labels: np.ndarray | torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour upsampling of token labels ``(h*w,)`` on ``grid`` to a ``size`` label map.
 
     Returns:

@@ -148,9 +148,7 @@ def run_umm_quickstart(
     config_path = Path(config) if config is not None else find_config(QUICKSTART_UMM_CONFIG)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    scaling = compute_and_store_latent_scaling(
-        tokenizer_dir, data_dir, num_batches=scaling_batches, batch_size=32
-    )
+    scaling = compute_and_store_latent_scaling(tokenizer_dir, data_dir, num_batches=scaling_batches, batch_size=32)
     timings["latent_scaling_s"] = time.perf_counter() - t0
 
     values = {

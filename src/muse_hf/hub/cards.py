@@ -173,7 +173,9 @@ class MetricRow:
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
 
 
-def load_metrics(metrics: Mapping[str, Any] | str | os.PathLike[str] | None, folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def load_metrics(
+    metrics: Mapping[str, Any] | str | os.PathLike[str] | None, folder: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
     """Load an evaluation result for a card.
 
     Args:
@@ -296,12 +298,22 @@ def _tokenizer_details(folder: Path) -> tuple[list[tuple[str, str]], dict[str, A
         ("Architecture", "MuseTokenizerModel (InternViT backbone -> Synergistic Blocks -> DC-AE decoder)"),
         ("Parameters", _human(_safetensors_params(folder))),
         ("Image size", f"{size_hw[0]}x{size_hw[1]}" if size is not None else "unknown"),
-        ("Latent", f"{cfg.get('latent_channels')} channels x {grid[0]}x{grid[1]} (compression {factor}x)"
-         if grid else str(cfg.get("latent_channels"))),
-        ("Vision backbone", f"InternVLVisionModel, hidden {vision.get('hidden_size')}, "
-                            f"{vision.get('num_hidden_layers')} layers, patch {patch}"),
-        ("Synergistic blocks", f"{cfg.get('num_synergistic_blocks')} x width {cfg.get('hidden_size')}, "
-                               f"{cfg.get('num_attention_heads')} heads"),
+        (
+            "Latent",
+            f"{cfg.get('latent_channels')} channels x {grid[0]}x{grid[1]} (compression {factor}x)"
+            if grid
+            else str(cfg.get("latent_channels")),
+        ),
+        (
+            "Vision backbone",
+            f"InternVLVisionModel, hidden {vision.get('hidden_size')}, "
+            f"{vision.get('num_hidden_layers')} layers, patch {patch}",
+        ),
+        (
+            "Synergistic blocks",
+            f"{cfg.get('num_synergistic_blocks')} x width {cfg.get('hidden_size')}, "
+            f"{cfg.get('num_attention_heads')} heads",
+        ),
         ("Gradient routing", f"{cfg.get('routing')} (placement: {cfg.get('placement')})"),
         ("Topology layers", str(cfg.get("topology_layers"))),
         ("Semantic layers", f"{cfg.get('semantic_layers')} -> {cfg.get('semantic_dim')}-d embedding"),
@@ -330,8 +342,9 @@ def _pipeline_details(folder: Path) -> tuple[list[tuple[str, str]], dict[str, An
     vae_cfg = folder / "vae" / "config.json"
     if vae_cfg.is_file():
         size = _read_json(vae_cfg).get("image_size")
-    details.append(("Understanding (chat)", "yes (InternVL mllm)" if can_chat else
-                     "no: the condition encoder is text-only"))
+    details.append(
+        ("Understanding (chat)", "yes (InternVL mllm)" if can_chat else "no: the condition encoder is text-only")
+    )
     return details, {"image_size": size, "can_chat": can_chat}
 
 
@@ -441,8 +454,11 @@ def render_model_card(
         details=details,
         metric_rows=[r for r in rows if r.value is not None],
         missing_metrics=[r for r in rows if r.value is None],
-        eval_context={k: result.get(k) for k in ("data", "split", "num_samples", "image_size", "latent_grid")
-                      if result.get(k) is not None},
+        eval_context={
+            k: result.get(k)
+            for k in ("data", "split", "num_samples", "image_size", "latent_grid")
+            if result.get(k) is not None
+        },
         settings_yaml=_settings_yaml(settings),
         local_bases=local_bases,
         local_datasets=local_data,

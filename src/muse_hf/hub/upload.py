@@ -36,8 +36,16 @@ __all__ = [
 
 #: Files never uploaded by :func:`push_to_hub` (training state, logs, temp files of atomic writes).
 DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
-    "checkpoint-*", "checkpoint-*/*", "*/checkpoint-*/*", "logs/*", ".tmp-*", ".old-*", "*.lock", ".git/*",
-    "__pycache__/*", "*.pyc",
+    "checkpoint-*",
+    "checkpoint-*/*",
+    "*/checkpoint-*/*",
+    "logs/*",
+    ".tmp-*",
+    ".old-*",
+    "*.lock",
+    ".git/*",
+    "__pycache__/*",
+    "*.pyc",
 )
 
 
@@ -71,7 +79,9 @@ def check_hub_access(token: str | None = None, timeout: float = 5.0) -> str:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as err:
-        raise HubUnavailableError(f"The Hub endpoint {host}:{port} cannot be reached ({err}); check the network.") from err
+        raise HubUnavailableError(
+            f"The Hub endpoint {host}:{port} cannot be reached ({err}); check the network."
+        ) from err
     try:
         info = whoami(token=token)
     except Exception as err:  # noqa: BLE001 - any failure here means we cannot push
@@ -175,13 +185,17 @@ def push_to_hub(
         files = _files_to_upload(folder, ignore_patterns)
         operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in files]
         if not any(rel == "README.md" for rel, _ in files):
-            card = render_model_card(kind, folder, metrics=metrics, settings=settings, repo_id=repo_id,
-                                     **dict(card_kwargs or {}))
+            card = render_model_card(
+                kind, folder, metrics=metrics, settings=settings, repo_id=repo_id, **dict(card_kwargs or {})
+            )
             operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.create_commit(
-            repo_id, operations, commit_message=commit_message or f"Upload MUSE {kind}", revision=revision,
+            repo_id,
+            operations,
+            commit_message=commit_message or f"Upload MUSE {kind}",
+            revision=revision,
             create_pr=create_pr,
         )
     return str(info.pr_url or info.commit_url)
@@ -225,8 +239,11 @@ def push_space(
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         raise ValueError(f"Cannot assemble the Space: missing {missing}; run from a muse_hf checkout.")
-    variables = {k: v for k, v in (("MUSE_DEMO_MODEL", model), ("MUSE_DEMO_PIPELINE", pipeline),
-                                   ("MUSE_DEMO_TEACHER", teacher)) if v}
+    variables = {
+        k: v
+        for k, v in (("MUSE_DEMO_MODEL", model), ("MUSE_DEMO_PIPELINE", pipeline), ("MUSE_DEMO_TEACHER", teacher))
+        if v
+    }
     bad = [v for v in variables.values() if not (is_hub_id(v) and not Path(v).exists())]
     if bad:
         raise ValueError(f"Space variables must be Hub ids ('user/name'); got {bad}. Push the folders first.")
@@ -245,10 +262,13 @@ def push_space(
         operations.append(CommitOperationAdd(path_in_repo=f"model_cards/{rel}", path_or_fileobj=str(path)))
     api = HfApi(token=token)
     api.create_repo(
-        repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True, space_hardware=hardware,
+        repo_id,
+        repo_type="space",
+        space_sdk="gradio",
+        private=private,
+        exist_ok=True,
+        space_hardware=hardware,
         space_variables=[{"key": k, "value": v} for k, v in variables.items()] or None,
     )
     info = api.create_commit(repo_id, operations, repo_type="space", commit_message="Upload the MUSE demo")
     return str(info.commit_url)
-
-

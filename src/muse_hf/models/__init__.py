@@ -48,6 +48,4 @@ def register_auto_classes() -> None:
 
     AutoConfig.register(MuseTokenizerConfig.model_type, MuseTokenizerConfig, exist_ok=True)
     AutoModel.register(MuseTokenizerConfig, MuseTokenizerModel, exist_ok=True)
-    AutoImageProcessor.register(
-        MuseTokenizerConfig, slow_image_processor_class=MuseImageProcessor, exist_ok=True
-    )
+    AutoImageProcessor.register(MuseTokenizerConfig, slow_image_processor_class=MuseImageProcessor, exist_ok=True)

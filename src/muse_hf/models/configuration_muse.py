@@ -392,9 +392,7 @@ class MuseTokenizerConfig(PreTrainedConfig):
         if self.routing not in ROUTING_MODES:
             raise ValueError(f"`routing` must be one of {ROUTING_MODES}, got {self.routing!r}.")
         if not isinstance(self.detach_topology_input, bool):
-            raise ValueError(
-                f"`detach_topology_input` must be true or false, got {self.detach_topology_input!r}."
-            )
+            raise ValueError(f"`detach_topology_input` must be true or false, got {self.detach_topology_input!r}.")
         if self.placement not in PLACEMENTS:
             raise ValueError(f"`placement` must be one of {PLACEMENTS}, got {self.placement!r}.")
         if self.num_synergistic_blocks < 1:
@@ -410,9 +408,7 @@ class MuseTokenizerConfig(PreTrainedConfig):
                 "(equal depth replaces the whole backbone, appendix C.2)."
             )
         width, heads = self.block_width, self.block_heads
-        heads_field = (
-            "vision_config.num_attention_heads" if self.placement == "replace_last" else "num_attention_heads"
-        )
+        heads_field = "vision_config.num_attention_heads" if self.placement == "replace_last" else "num_attention_heads"
         width_field = "vision_config.hidden_size" if self.placement == "replace_last" else "hidden_size"
         if width % heads != 0:
             raise ValueError(f"`{heads_field}`={heads} must divide `{width_field}`={width}.")
@@ -437,13 +433,9 @@ class MuseTokenizerConfig(PreTrainedConfig):
         if self.grad_scale < 0 or not math.isfinite(self.grad_scale):
             raise ValueError(f"`grad_scale` must be a finite number >= 0, got {self.grad_scale}.")
         if self.spectral_filter_alpha is not None and self.spectral_filter_alpha < 0:
-            raise ValueError(
-                f"`spectral_filter_alpha` must be >= 0 or None, got {self.spectral_filter_alpha}."
-            )
+            raise ValueError(f"`spectral_filter_alpha` must be >= 0 or None, got {self.spectral_filter_alpha}.")
         if not 0.0 <= self.spectral_filter_cutoff <= math.sqrt(2):
-            raise ValueError(
-                f"`spectral_filter_cutoff` must lie in [0, sqrt(2)], got {self.spectral_filter_cutoff}."
-            )
+            raise ValueError(f"`spectral_filter_cutoff` must lie in [0, sqrt(2)], got {self.spectral_filter_cutoff}.")
         if self.routing == "decoupled" and not self.topology_layers:
             raise ValueError(
                 "`topology_layers` is empty: in routing='decoupled' no block's q_topo/k_topo would ever train."
@@ -506,11 +498,7 @@ class MuseTokenizerConfig(PreTrainedConfig):
     @property
     def block_heads(self) -> int:
         """Heads of the Synergistic Blocks."""
-        return (
-            self.vision_config.num_attention_heads
-            if self.placement == "replace_last"
-            else self.num_attention_heads
-        )
+        return self.vision_config.num_attention_heads if self.placement == "replace_last" else self.num_attention_heads
 
     @property
     def block_intermediate_size(self) -> int:
@@ -564,15 +552,9 @@ class MuseTokenizerConfig(PreTrainedConfig):
             if key in overrides and isinstance(overrides[key], dict):
                 values[key] = {**values[key], **overrides.pop(key)}
         values.update(overrides)
-        if "latent_channels" in overrides and "latent_channels" not in (
-            overrides.get("decoder_config") or {}
-        ):
+        if "latent_channels" in overrides and "latent_channels" not in (overrides.get("decoder_config") or {}):
             values["decoder_config"]["latent_channels"] = values["latent_channels"]
-        if (
-            "image_size" in overrides
-            and "vision_config" in values
-            and isinstance(values["vision_config"], dict)
-        ):
+        if "image_size" in overrides and "vision_config" in values and isinstance(values["vision_config"], dict):
             values["vision_config"]["image_size"] = list(_pair(values["image_size"]))
         k = values.get("num_synergistic_blocks", 2)
         for key in ("topology_layers", "semantic_layers"):

@@ -112,9 +112,7 @@ class ConnectorAttention(nn.Module):
 class ConnectorLayer(nn.Module):
     """Pre-RMSNorm transformer layer, bidirectional, state-dict compatible with a Qwen2 decoder layer."""
 
-    def __init__(
-        self, hidden_size: int, num_heads: int, num_kv_heads: int, intermediate_size: int, eps: float
-    ) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, intermediate_size: int, eps: float) -> None:
         super().__init__()
         self.self_attn = ConnectorAttention(hidden_size, num_heads, num_kv_heads)
         self.mlp = SwiGLUMLP(hidden_size, intermediate_size)  # Qwen2MLP layout: gate/up/down, no bias
@@ -167,8 +165,13 @@ class MuseConnector(ModelMixin, ConfigMixin):
         reference_channels: int | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("condition_dim", condition_dim), ("caption_channels", caption_channels),
-                            ("num_queries", num_queries), ("num_layers", num_layers), ("hidden_size", hidden_size)):
+        for name, value in (
+            ("condition_dim", condition_dim),
+            ("caption_channels", caption_channels),
+            ("num_queries", num_queries),
+            ("num_layers", num_layers),
+            ("hidden_size", hidden_size),
+        ):
             if value < 1:
                 raise ValueError(f"MuseConnector: `{name}` must be >= 1, got {value}.")
         num_kv = num_key_value_heads or num_attention_heads
@@ -180,16 +183,13 @@ class MuseConnector(ModelMixin, ConfigMixin):
         # UniLIP initialises its latent queries as standard normal, N(0, 1), in the LLM's width
         # (nnnth/UniLIP unilip/model/unilip_internvl.py:46 and :201, `torch.randn(1, n_query, hidden_size)`).
         self.query_embeds = nn.Parameter(torch.randn(num_queries, condition_dim))  # (Q, Dc)
-        self.condition_proj = (
-            nn.Identity() if condition_dim == hidden_size else nn.Linear(condition_dim, hidden_size)
-        )
-        self.reference_proj = (
-            nn.Linear(reference_channels, hidden_size) if reference_channels is not None else None
-        )
+        self.condition_proj = nn.Identity() if condition_dim == hidden_size else nn.Linear(condition_dim, hidden_size)
+        self.reference_proj = nn.Linear(reference_channels, hidden_size) if reference_channels is not None else None
         self.layers = nn.ModuleList(
             [
-                ConnectorLayer(hidden_size, num_attention_heads, num_kv, intermediate_size or 4 * hidden_size,
-                               rms_norm_eps)
+                ConnectorLayer(
+                    hidden_size, num_attention_heads, num_kv, intermediate_size or 4 * hidden_size, rms_norm_eps
+                )
                 for _ in range(num_layers)
             ]
         )
@@ -351,7 +351,10 @@ class MuseConnector(ModelMixin, ConfigMixin):
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, N)
         head_dim = self.config.hidden_size // self.config.num_attention_heads
         cos, sin = get_1d_rotary_pos_embed(
-            head_dim, positions.flatten().float(), theta=self.config.rope_theta, use_real=True,
+            head_dim,
+            positions.flatten().float(),
+            theta=self.config.rope_theta,
+            use_real=True,
             repeat_interleave_real=False,
         )  # (B*N, d) each
         rope = (cos.view(b, 1, -1, head_dim).to(dtype), sin.view(b, 1, -1, head_dim).to(dtype))

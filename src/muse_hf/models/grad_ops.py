@@ -122,9 +122,7 @@ class _SpectralFilterFn(torch.autograd.Function):
         g = grad_output.float()  # FFT needs fp32 (bf16/fp16 FFTs are unsupported or inexact)
         spec = torch.fft.rfft2(g, dim=(-2, -1))  # (..., h, w//2+1) complex
         mask = spectral_high_frequency_mask(h, w, ctx.cutoff, device=g.device)
-        gain = torch.where(
-            mask, torch.full_like(mask, ctx.alpha, dtype=g.dtype), torch.ones_like(mask, dtype=g.dtype)
-        )
+        gain = torch.where(mask, torch.full_like(mask, ctx.alpha, dtype=g.dtype), torch.ones_like(mask, dtype=g.dtype))
         filtered = torch.fft.irfft2(spec * gain, s=(h, w), dim=(-2, -1))  # (..., h, w)
         return filtered.to(grad_output.dtype), None, None
 

@@ -112,9 +112,7 @@ class MuseImageProcessor(BaseImageProcessor):
     # ------------------------------------------------------------------ transformers plumbing
     def _validate_preprocess_kwargs(self, crop_size: SizeDict | None = None, **kwargs: Any) -> None:
         """Validate kwargs; ``crop_size=None`` means "same as ``size``" so it never fails the crop check."""
-        super()._validate_preprocess_kwargs(
-            crop_size=crop_size or _crop_from_size(kwargs.get("size")), **kwargs
-        )
+        super()._validate_preprocess_kwargs(crop_size=crop_size or _crop_from_size(kwargs.get("size")), **kwargs)
 
     def _prepare_image_like_inputs(
         self,
@@ -267,9 +265,7 @@ class MuseImageProcessor(BaseImageProcessor):
         resized = F.interpolate(image[None], size=(new_h, new_w), mode=mode, **extra)[0]
         return resized.clamp_(lo, hi)  # bicubic overshoot must not leave the input's range
 
-    def center_crop(
-        self, image: torch.Tensor, size: SizeDict | dict[str, int], **kwargs: Any
-    ) -> torch.Tensor:  # type: ignore[override]
+    def center_crop(self, image: torch.Tensor, size: SizeDict | dict[str, int], **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
         """Centre-crop a ``(C, H, W)`` tensor to ``size`` (zero-padding first if it is smaller)."""
         size = size if isinstance(size, SizeDict) else SizeDict(**get_size_dict(size))
         th, tw = size.height, size.width
@@ -308,9 +304,7 @@ class MuseImageProcessor(BaseImageProcessor):
             raise ValueError(f"A mask must hold integer ids; got dtype {values.dtype}.")
         out = values.to(torch.float64)[None]  # (1, H, W); float64 keeps ids up to 2**53 exact
         if self.do_resize:
-            out = self.resize(
-                out, size=self.size, resample=PILImageResampling.NEAREST, cover=self.do_center_crop
-            )
+            out = self.resize(out, size=self.size, resample=PILImageResampling.NEAREST, cover=self.do_center_crop)
         if self.do_center_crop:
             out = self.center_crop(out, self.crop_size or _crop_from_size(self.size))
         return out[0].round().to(torch.long)  # (h, w)
@@ -371,9 +365,7 @@ class MuseImageProcessor(BaseImageProcessor):
         if sample.ndim == 3:
             sample = sample[None]
         if sample.ndim != 4 or sample.shape[1] not in (1, 3):
-            raise ValueError(
-                f"postprocess expects (B, 3, H, W) or (3, H, W); got shape {tuple(sample.shape)}."
-            )
+            raise ValueError(f"postprocess expects (B, 3, H, W) or (3, H, W); got shape {tuple(sample.shape)}.")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt'; got {output_type!r}.")
         images = self.to_unit_range(sample.detach().float().cpu())  # (B, 3, H, W) in [0, 1]
@@ -415,9 +407,7 @@ def _flatten_images(images: Any) -> list[Any]:
     if isinstance(images, (np.ndarray, torch.Tensor)):
         if images.ndim == 4:
             if images.shape[0] == 0:
-                raise ValueError(
-                    f"Got an empty batch of shape {tuple(images.shape)}; pass at least one image."
-                )
+                raise ValueError(f"Got an empty batch of shape {tuple(images.shape)}; pass at least one image.")
             return list(images)
         if images.ndim not in (2, 3):
             raise ValueError(
@@ -438,9 +428,7 @@ def _flatten_images(images: Any) -> list[Any]:
 def _pil_to_tensor(image: PIL.Image.Image, do_convert_rgb: bool) -> torch.Tensor:
     """PIL image (any mode) -> float32 ``(C, H, W)`` on the 0..255 scale."""
     if image.width == 0 or image.height == 0:
-        raise ValueError(
-            f"Got a zero-size image ({image.width}x{image.height}); images must be at least 1x1."
-        )
+        raise ValueError(f"Got a zero-size image ({image.width}x{image.height}); images must be at least 1x1.")
     load_image_pixels(image)  # a truncated file: an error naming it, not PIL's OSError from np.asarray below
     mode = image.mode
     if mode == "1":
@@ -461,9 +449,7 @@ def _pil_to_tensor(image: PIL.Image.Image, do_convert_rgb: bool) -> torch.Tensor
     elif mode == "I":
         raw = np.asarray(image).astype(np.float64)
         if raw.size and (raw.min() < 0 or raw.max() > 65535):
-            raise ValueError(
-                f"PIL mode 'I' image has values in [{raw.min()}, {raw.max()}], outside 0..65535."
-            )
+            raise ValueError(f"PIL mode 'I' image has values in [{raw.min()}, {raw.max()}], outside 0..65535.")
         scale = 255.0 / 65535.0 if raw.size and raw.max() > 255 else 1.0
         array = (raw * scale).astype(np.float32)
     elif mode == "F":
@@ -505,17 +491,13 @@ def _array_to_tensor(
         values = t.to(torch.float64)
     else:
         if array.dtype.kind not in "biuf":
-            raise ValueError(
-                f"Got a numpy array of dtype {array.dtype}; images must be bool, integer or float."
-            )
+            raise ValueError(f"Got a numpy array of dtype {array.dtype}; images must be bool, integer or float.")
         is_float, is_bool, bits16 = array.dtype.kind == "f", array.dtype.kind == "b", array.dtype == np.uint16
         values = torch.from_numpy(np.ascontiguousarray(array).astype(np.float64))
     # --- value range -> 0..255 scale
     if is_float:
         if not torch.isfinite(values).all():
-            raise ValueError(
-                f"Image {kind} of shape {shape} contains NaN or inf values; clean it before processing."
-            )
+            raise ValueError(f"Image {kind} of shape {shape} contains NaN or inf values; clean it before processing.")
         lo, hi = float(values.min()), float(values.max())
         if lo >= -_FLOAT_TOL and hi <= 1.0 + _FLOAT_TOL:
             values = values.clamp(0.0, 1.0) * 255.0
@@ -554,9 +536,7 @@ def _array_to_tensor(
                 "1, 2, 3 or 4 channels."
             )
         if channels_first and not first_ok or not channels_first and not last_ok:
-            raise ValueError(
-                f"Image {kind} of shape {shape} has no 1-4 channel axis where input_data_format says."
-            )
+            raise ValueError(f"Image {kind} of shape {shape} has no 1-4 channel axis where input_data_format says.")
         if not channels_first:
             values = values.permute(2, 0, 1)
     return _channels_to_rgb(values.contiguous(), do_convert_rgb)

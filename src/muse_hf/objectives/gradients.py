@@ -102,11 +102,7 @@ class GradientConflictResult:
         header = ["group"] + [f"cos({a},{b})" for a, b in pairs] + [f"share {n}" for n in names]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for g in groups:
-            row = (
-                [g]
-                + [f"{self.cosine[g][p]:+.4f}" for p in pairs]
-                + [f"{self.group_share[g][n]:.3f}" for n in names]
-            )
+            row = [g] + [f"{self.cosine[g][p]:+.4f}" for p in pairs] + [f"{self.group_share[g][n]:.3f}" for n in names]
             lines.append("| " + " | ".join(row) + " |")
         return "\n".join(lines)
 
@@ -122,9 +118,7 @@ def _unique_trainable(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
     return out
 
 
-def _flat_grads(
-    loss: torch.Tensor, params: Sequence[torch.Tensor], create_graph: bool = False
-) -> list[torch.Tensor]:
+def _flat_grads(loss: torch.Tensor, params: Sequence[torch.Tensor], create_graph: bool = False) -> list[torch.Tensor]:
     """``d loss / d p`` for each parameter (zeros for parameters the loss does not reach)."""
     if loss.ndim != 0:
         raise ValueError(f"losses must be scalars, got a tensor of shape {tuple(loss.shape)}.")
@@ -158,9 +152,7 @@ def _summarise(
     for n in names:
         total_sq = sum(result.norms[g][n] ** 2 for g in groups)
         for g in groups:
-            result.group_share.setdefault(g, {})[n] = (
-                result.norms[g][n] ** 2 / total_sq if total_sq > 0 else 0.0
-            )
+            result.group_share.setdefault(g, {})[n] = result.norms[g][n] ** 2 / total_sq if total_sq > 0 else 0.0
     return result
 
 
@@ -193,9 +185,7 @@ def gradient_conflict(
     groups = {g: _unique_trainable(ps) for g, ps in param_groups.items()}
     empty = [g for g, ps in groups.items() if not ps]
     if empty:
-        raise ValueError(
-            f"Parameter groups {empty} hold no trainable parameters; drop them or unfreeze them."
-        )
+        raise ValueError(f"Parameter groups {empty} hold no trainable parameters; drop them or unfreeze them.")
     union = _unique_trainable(p for ps in groups.values() for p in ps)
     index = {id(p): i for i, p in enumerate(union)}
     names = list(losses)
@@ -203,8 +193,7 @@ def gradient_conflict(
     for name in names:
         flat = _flat_grads(losses[name], union)
         grads[name] = {
-            g: torch.cat([flat[index[id(p)]].detach().float().reshape(-1) for p in ps])
-            for g, ps in groups.items()
+            g: torch.cat([flat[index[id(p)]].detach().float().reshape(-1) for p in ps]) for g, ps in groups.items()
         }
     return _summarise(grads, names, list(groups))
 
@@ -223,9 +212,7 @@ def objective_pair_cosines(result: GradientConflictResult, group: str) -> dict[s
     if group not in result.cosine:
         raise ValueError(f"group {group!r} was not probed; groups: {sorted(result.cosine)}.")
     measured = set(result.norms[group])
-    return {
-        f"{a}|{b}": (result.cos(group, a, b) if a in measured and b in measured else None) for a, b in PROBE_PAIRS
-    }
+    return {f"{a}|{b}": (result.cos(group, a, b) if a in measured and b in measured else None) for a, b in PROBE_PAIRS}
 
 
 def block_gradient_cosines(model: nn.Module, losses: Mapping[str, torch.Tensor]) -> dict[str, float | None]:
@@ -278,9 +265,7 @@ def default_param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     """
     blocks = _block_modules(model)
     if not blocks:
-        raise ValueError(
-            f"{type(model).__name__} has no `blocks` of synergistic blocks; pass param_groups explicitly."
-        )
+        raise ValueError(f"{type(model).__name__} has no `blocks` of synergistic blocks; pass param_groups explicitly.")
     groups: dict[str, list[nn.Parameter]] = {name: [] for name in _BLOCK_GROUP_PATTERNS}
     for _, block in blocks:
         for pname, p in block.named_parameters():
@@ -331,8 +316,6 @@ def soft_routing_penalty(
         return loss_a.new_zeros(())
     ga = torch.cat([g.float().reshape(-1) for g in _flat_grads(loss_a, params, create_graph=True)])
     gb = torch.cat([g.float().reshape(-1) for g in _flat_grads(loss_b, params, create_graph=True)])
-    with torch.autocast(
-        device_type=ga.device.type, enabled=False
-    ):  # a bf16 dot over millions of terms is noise
+    with torch.autocast(device_type=ga.device.type, enabled=False):  # a bf16 dot over millions of terms is noise
         cos = (ga @ gb) / (ga.norm() * gb.norm() + eps)
     return weight * cos.pow(2)

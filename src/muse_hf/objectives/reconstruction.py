@@ -294,9 +294,7 @@ class PerceptualLoss(nn.Module):
 
         name = str(model_id_or_path)
         repo = (
-            name
-            if "/" in name and not os.path.isabs(name) and not name.startswith(".")
-            else DEFAULT_PERCEPTUAL_MODEL
+            name if "/" in name and not os.path.isabs(name) and not name.startswith(".") else DEFAULT_PERCEPTUAL_MODEL
         )
         message = (
             f"The perceptual loss network {name!r} could not be loaded: its weights are not on this machine. "
@@ -316,12 +314,8 @@ class PerceptualLoss(nn.Module):
             mean, std = load_image_stats(name, model.config.model_type, **hub_kwargs)
             image_mean = image_mean if image_mean is not None else mean
             image_std = image_std if image_std is not None else std
-        self.register_buffer(
-            "image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False
-        )
-        self.register_buffer(
-            "image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False
-        )
+        self.register_buffer("image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self.register_buffer("image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False)
 
     def train(self, mode: bool = True) -> PerceptualLoss:
         """The feature network always stays in eval mode."""

@@ -56,9 +56,7 @@ class TextEmbedder:
         batch_size: strings encoded per forward pass.
     """
 
-    def __init__(
-        self, device: str | torch.device | None = None, cache_size: int = 65536, batch_size: int = 64
-    ):
+    def __init__(self, device: str | torch.device | None = None, cache_size: int = 65536, batch_size: int = 64):
         if cache_size < 0 or batch_size <= 0:
             raise ValueError(f"cache_size must be >= 0 and batch_size > 0, got {cache_size}, {batch_size}.")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -258,10 +256,7 @@ class SentenceTransformerEmbedder(TextEmbedder):
         self.model = SentenceTransformer(path, device=str(self.device), **kwargs)
         self.model.eval()
         self.model.requires_grad_(False)
-        getter = (
-            getattr(self.model, "get_embedding_dimension", None)
-            or self.model.get_sentence_embedding_dimension
-        )
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self._dim = int(getter())
 
     @property
@@ -375,10 +370,7 @@ def caption_ids(captions: Sequence[str], device: torch.device | str | None = Non
     Returns:
         ``(B,)`` int64 tensor.
     """
-    ids = [
-        int.from_bytes(hashlib.blake2b(c.encode("utf-8"), digest_size=8).digest(), "little") >> 1
-        for c in captions
-    ]
+    ids = [int.from_bytes(hashlib.blake2b(c.encode("utf-8"), digest_size=8).digest(), "little") >> 1 for c in captions]
     return torch.tensor(ids, dtype=torch.long, device=device)
 
 

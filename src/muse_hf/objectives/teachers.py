@@ -150,9 +150,7 @@ def missing_offline(model_id_or_path: str, hub_kwargs: dict) -> bool:
     return not isinstance(cached, str)
 
 
-def load_image_stats(
-    model_id_or_path: str, model_type: str, **hub_kwargs
-) -> tuple[list[float], list[float]]:
+def load_image_stats(model_id_or_path: str, model_type: str, **hub_kwargs) -> tuple[list[float], list[float]]:
     """Image mean/std from the checkpoint's ``preprocessor_config.json``, else the model family's defaults."""
     from transformers.utils import cached_file
     from transformers.utils.constants import (
@@ -238,18 +236,12 @@ class StructuralTeacher(nn.Module):
         self.model.eval()
         self.layers = layers
         self.average_heads = bool(average_heads)
-        self.image_size = (
-            image_size if image_size is None or isinstance(image_size, int) else tuple(image_size)
-        )
+        self.image_size = image_size if image_size is None or isinstance(image_size, int) else tuple(image_size)
         self.layer_reduction = layer_reduction
         self.patch_size = _pair(getattr(config, "patch_size", 16), "patch_size")
         self.num_register_tokens = int(getattr(config, "num_register_tokens", 0) or 0)
-        self.register_buffer(
-            "image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False
-        )
-        self.register_buffer(
-            "image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False
-        )
+        self.register_buffer("image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self.register_buffer("image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False)
 
     @classmethod
     def from_pretrained(
@@ -362,9 +354,7 @@ class StructuralTeacher(nn.Module):
                 "MuseImageProcessor.to_unit_range first."
             )
         height, width = self._input_size(images.shape[-2], images.shape[-1])
-        x = F.interpolate(
-            images.float(), size=(height, width), mode="bilinear", align_corners=False, antialias=True
-        )
+        x = F.interpolate(images.float(), size=(height, width), mode="bilinear", align_corners=False, antialias=True)
         x = (x.clamp(0, 1) - self.image_mean) / self.image_std  # (B, 3, H', W')
         dtype = next(self.model.parameters()).dtype
         extra = {"interpolate_pos_encoding": True} if "CLIP" in type(self.model).__name__ else {}

@@ -82,8 +82,9 @@ class MuseCondition:
                 return None
             return t.to(device=device, dtype=dtype if cast and t.is_floating_point() else None)
 
-        return MuseCondition(mv(self.hidden_states), mv(self.attention_mask, False), mv(self.query_states),
-                             mv(self.reference_latents))
+        return MuseCondition(
+            mv(self.hidden_states), mv(self.attention_mask, False), mv(self.query_states), mv(self.reference_latents)
+        )
 
     def repeat_interleave(self, repeats: int) -> MuseCondition:
         """Repeat every sample ``repeats`` times along the batch (``num_images_per_prompt``)."""
@@ -91,8 +92,9 @@ class MuseCondition:
         def rep(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.repeat_interleave(repeats, dim=0)
 
-        return MuseCondition(rep(self.hidden_states), rep(self.attention_mask), rep(self.query_states),
-                             rep(self.reference_latents))
+        return MuseCondition(
+            rep(self.hidden_states), rep(self.attention_mask), rep(self.query_states), rep(self.reference_latents)
+        )
 
     def select(self, index: torch.Tensor | slice) -> MuseCondition:
         """Rows ``index`` of the batch."""
@@ -100,8 +102,9 @@ class MuseCondition:
         def sel(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[index]
 
-        return MuseCondition(sel(self.hidden_states), sel(self.attention_mask), sel(self.query_states),
-                             sel(self.reference_latents))
+        return MuseCondition(
+            sel(self.hidden_states), sel(self.attention_mask), sel(self.query_states), sel(self.reference_latents)
+        )
 
     @staticmethod
     def cat(conditions: Sequence[MuseCondition]) -> MuseCondition:
@@ -123,8 +126,7 @@ class MuseCondition:
             states.append(torch.nn.functional.pad(c.hidden_states, (0, 0, 0, pad)))  # (B, length, D)
             masks.append(torch.nn.functional.pad(c.attention_mask, (0, pad)))  # (B, length)
         query = None if conditions[0].query_states is None else torch.cat([c.query_states for c in conditions])
-        ref = None if conditions[0].reference_latents is None else torch.cat(
-            [c.reference_latents for c in conditions])
+        ref = None if conditions[0].reference_latents is None else torch.cat([c.reference_latents for c in conditions])
         return MuseCondition(torch.cat(states), torch.cat(masks), query, ref)
 
     def where(self, replace_mask: torch.Tensor, other: MuseCondition) -> MuseCondition:
@@ -263,12 +265,14 @@ class InternVLConditionEncoder(ConditionEncoder):
     def __init__(self, model: PreTrainedModel, processor: Any, image_processor: Any, max_length: int = 512) -> None:
         super().__init__(model)
         self.tokenizer = getattr(processor, "tokenizer", processor)
-        self.chat_template = getattr(processor, "chat_template", None) or getattr(
-            self.tokenizer, "chat_template", None)
+        self.chat_template = getattr(processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
         self.image_processor = image_processor
         self.max_length = max_length
-        missing = [a for a in ("start_image_token", "end_image_token", "context_image_token")
-                   if getattr(self.tokenizer, a, None) is None]
+        missing = [
+            a
+            for a in ("start_image_token", "end_image_token", "context_image_token")
+            if getattr(self.tokenizer, a, None) is None
+        ]
         if missing:
             raise ValueError(
                 f"The InternVL tokenizer lacks the special tokens {missing}; load the checkpoint's processor, or add "
@@ -304,18 +308,22 @@ class InternVLConditionEncoder(ConditionEncoder):
         pv = self.image_processor(images, size={"height": h, "width": w}, return_tensors="pt")["pixel_values"]
         return pv.to(device=self.device, dtype=self.model.dtype)
 
-    def render(self, prompts: list[str], with_image: bool, num_image_tokens: int = 0,
-               add_generation_prompt: bool = True) -> list[str]:
+    def render(
+        self, prompts: list[str], with_image: bool, num_image_tokens: int = 0, add_generation_prompt: bool = True
+    ) -> list[str]:
         """Chat-template each prompt (one user turn, an image first if ``with_image``) and expand the image
         placeholder into ``<img>`` + ``num_image_tokens`` context tokens + ``</img>``."""
         tok = self.tokenizer
         texts = []
         for prompt in prompts:
             content: list[dict[str, str]] = ([{"type": "image"}] if with_image else []) + [
-                {"type": "text", "text": prompt}]
+                {"type": "text", "text": prompt}
+            ]
             if self.chat_template is not None:
                 text = tok.apply_chat_template(
-                    [{"role": "user", "content": content}], chat_template=self.chat_template, tokenize=False,
+                    [{"role": "user", "content": content}],
+                    chat_template=self.chat_template,
+                    tokenize=False,
                     add_generation_prompt=add_generation_prompt,
                 )
             else:
@@ -343,7 +351,9 @@ class InternVLConditionEncoder(ConditionEncoder):
         query_embeds: torch.Tensor | None = None,
     ) -> MuseCondition:
         if query_embeds is None:
-            raise ValueError("InternVLConditionEncoder.encode needs `query_embeds` (the connector's learnable queries).")
+            raise ValueError(
+                "InternVLConditionEncoder.encode needs `query_embeds` (the connector's learnable queries)."
+            )
         pixel_values = None
         n_img = 0
         if images is not None:
@@ -391,7 +401,7 @@ class InternVLConditionEncoder(ConditionEncoder):
         out = self.model.generate(
             input_ids=tok["input_ids"], attention_mask=tok["attention_mask"], pixel_values=pixel_values, **kwargs
         )  # (1, L + new)
-        return self.tokenizer.decode(out[0, tok["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        return self.tokenizer.decode(out[0, tok["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 def build_condition_encoder(mllm: PreTrainedModel, processor: Any, image_processor: Any) -> ConditionEncoder:

@@ -219,8 +219,7 @@ def compute_latent_scaling(
     var = max(total_sq / count - mean * mean, 0.0)
     if var <= 1e-20:
         raise ValueError("The latents are constant (zero variance); cannot compute a scaling factor.")
-    result = LatentScaling(scaling_factor=1.0 / math.sqrt(var), shift_factor=mean, num_images=images,
-                           num_values=count)
+    result = LatentScaling(scaling_factor=1.0 / math.sqrt(var), shift_factor=mean, num_images=images, num_values=count)
     if apply:
         vae.config.scaling_factor = result.scaling_factor
         vae.config.shift_factor = result.shift_factor

@@ -89,8 +89,13 @@ class MusePipeline(DiffusionPipeline):
     ) -> None:
         super().__init__()
         self.register_modules(
-            mllm=mllm, processor=processor, connector=connector, transformer=transformer, scheduler=scheduler,
-            vae=vae, image_processor=image_processor,
+            mllm=mllm,
+            processor=processor,
+            connector=connector,
+            transformer=transformer,
+            scheduler=scheduler,
+            vae=vae,
+            image_processor=image_processor,
         )
         self.vae_scale_factor = int(vae.config.spatial_compression_ratio) if vae is not None else 32
         self._encoder_cache: tuple[int, int, ConditionEncoder] | None = None
@@ -217,10 +222,14 @@ class MusePipeline(DiffusionPipeline):
 
         Reference ``images`` arrive already read by :meth:`_to_pil_list` (the image processor's rules).
         """
-        if sigmas is None and num_inference_steps is not None and (
-            isinstance(num_inference_steps, bool)
-            or not isinstance(num_inference_steps, numbers.Integral)
-            or num_inference_steps < 1
+        if (
+            sigmas is None
+            and num_inference_steps is not None
+            and (
+                isinstance(num_inference_steps, bool)
+                or not isinstance(num_inference_steps, numbers.Integral)
+                or num_inference_steps < 1
+            )
         ):
             raise ValueError(f"`num_inference_steps` must be an int >= 1, got {num_inference_steps!r}.")
         if guidance_scale is not None and (
@@ -255,12 +264,14 @@ class MusePipeline(DiffusionPipeline):
         if negative_prompt is not None and not isinstance(negative_prompt, (str, list)):
             raise ValueError(f"`negative_prompt` must be a string or a list of strings, got {type(negative_prompt)}.")
         if images is not None and len(images) not in (1, len(prompts)):
-            raise ValueError(
-                f"Got {len(images)} images for {len(prompts)} prompts; pass one image, or one per prompt."
-            )
+            raise ValueError(f"Got {len(images)} images for {len(prompts)} prompts; pass one image, or one per prompt.")
         if latents is not None:
-            expected = (len(prompts) * num_images_per_prompt, int(self.transformer.config.in_channels),
-                        height // self.vae_scale_factor, width // self.vae_scale_factor)
+            expected = (
+                len(prompts) * num_images_per_prompt,
+                int(self.transformer.config.in_channels),
+                height // self.vae_scale_factor,
+                width // self.vae_scale_factor,
+            )
             if tuple(latents.shape) != expected:
                 raise ValueError(f"`latents` must have shape {expected} for this call; got {tuple(latents.shape)}.")
         if output_type not in _OUTPUT_TYPES:
@@ -276,9 +287,9 @@ class MusePipeline(DiffusionPipeline):
     def encode_reference(self, images: list[PIL.Image.Image], height: int, width: int) -> torch.Tensor:
         """Reference images -> normalised DiT-space tokenizer latents ``(B, c, height/f, width/f)``."""
         device = self._execution_device
-        pixels = self.muse_image_processor(
-            images, size={"height": height, "width": width}, return_tensors="pt"
-        )["pixel_values"].to(device=device, dtype=self.vae.dtype)  # (B, 3, H, W)
+        pixels = self.muse_image_processor(images, size={"height": height, "width": width}, return_tensors="pt")[
+            "pixel_values"
+        ].to(device=device, dtype=self.vae.dtype)  # (B, 3, H, W)
         return self.vae.normalize_latents(self.vae.encode(pixels).latents.float())
 
     def encode_prompt(
@@ -316,8 +327,9 @@ class MusePipeline(DiffusionPipeline):
         query = self.connector.query_embeds if isinstance(enc, InternVLConditionEncoder) else None
         cond = enc.encode(texts, None if images is None else images * reps, query_embeds=query)
         if reference_latents is not None:
-            cond = MuseCondition(cond.hidden_states, cond.attention_mask, cond.query_states,
-                                 reference_latents.repeat(reps, 1, 1, 1))
+            cond = MuseCondition(
+                cond.hidden_states, cond.attention_mask, cond.query_states, reference_latents.repeat(reps, 1, 1, 1)
+            )
         out = self.connector(**cond.connector_kwargs())
         embeds, mask = out.encoder_hidden_states, out.encoder_attention_mask  # (reps*B, N, C), (reps*B, N)
         embeds = embeds.repeat_interleave(num_images_per_prompt, dim=0)
@@ -413,8 +425,20 @@ class MusePipeline(DiffusionPipeline):
         native_h, native_w = self._native_size()
         height = native_h if height is None else height
         width = native_w if width is None else width
-        self.check_inputs(prompts, images, negative_prompt, height, width, num_images_per_prompt, latents,
-                          output_type, callback_on_step_end_tensor_inputs, num_inference_steps, guidance_scale, sigmas)
+        self.check_inputs(
+            prompts,
+            images,
+            negative_prompt,
+            height,
+            width,
+            num_images_per_prompt,
+            latents,
+            output_type,
+            callback_on_step_end_tensor_inputs,
+            num_inference_steps,
+            guidance_scale,
+            sigmas,
+        )
         if images is not None and len(images) == 1 and len(prompts) > 1:
             images = images * len(prompts)
         self._guidance_scale = guidance_scale
@@ -436,7 +460,11 @@ class MusePipeline(DiffusionPipeline):
                 reference_latents = self.encode_reference(images, height, width)
         cond_images = images if images is not None and self.condition_encoder.supports_images else None
         prompt_embeds, prompt_mask, negative_embeds, negative_mask = self.encode_prompt(
-            prompts, cond_images, negative_prompt, self.do_classifier_free_guidance, num_images_per_prompt,
+            prompts,
+            cond_images,
+            negative_prompt,
+            self.do_classifier_free_guidance,
+            num_images_per_prompt,
             reference_latents,
         )
         transformer_dtype = self.transformer.dtype
@@ -452,22 +480,37 @@ class MusePipeline(DiffusionPipeline):
             seq_len = (height // self.latent_factor) * (width // self.latent_factor)
             c = self.scheduler.config
             scheduler_kwargs["mu"] = calculate_shift(
-                seq_len, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
-                c.get("base_shift", 0.5), c.get("max_shift", 1.15),
+                seq_len,
+                c.get("base_image_seq_len", 256),
+                c.get("max_image_seq_len", 4096),
+                c.get("base_shift", 0.5),
+                c.get("max_shift", 1.15),
             )
         timesteps, num_inference_steps = retrieve_timesteps(
-            self.scheduler, None if sigmas is not None else num_inference_steps, device, sigmas=sigmas,
+            self.scheduler,
+            None if sigmas is not None else num_inference_steps,
+            device,
+            sigmas=sigmas,
             **scheduler_kwargs,
         )
 
         # 4. Initial latents
         latent_channels = int(self.transformer.config.in_channels)
         latents = self.prepare_latents(
-            batch_size * num_images_per_prompt, latent_channels, height, width, torch.float32, device, generator,
+            batch_size * num_images_per_prompt,
+            latent_channels,
+            height,
+            width,
+            torch.float32,
+            device,
+            generator,
             latents,
         )
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters \
-            and not isinstance(generator, list) else {}
+        step_kwargs = (
+            {"generator": generator}
+            if "generator" in inspect.signature(self.scheduler.step).parameters and not isinstance(generator, list)
+            else {}
+        )
 
         # 5. Denoising loop
         self._num_timesteps = len(timesteps)

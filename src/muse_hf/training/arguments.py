@@ -201,29 +201,21 @@ class MuseTrainingArguments:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}.")
 
         if self.lr_scheduler not in SCHEDULER_NAMES:
-            raise ValueError(
-                f"lr_scheduler={self.lr_scheduler!r} is unknown; choose one of {sorted(SCHEDULER_NAMES)}."
-            )
+            raise ValueError(f"lr_scheduler={self.lr_scheduler!r} is unknown; choose one of {sorted(SCHEDULER_NAMES)}.")
         if self.lr_scheduler == "piecewise_constant" and not self.lr_step_rules:
-            raise ValueError(
-                "lr_scheduler=piecewise_constant needs lr_step_rules, e.g. '1:10000,0.5:20000,0.25'."
-            )
+            raise ValueError("lr_scheduler=piecewise_constant needs lr_step_rules, e.g. '1:10000,0.5:20000,0.25'.")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}.")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be > 0 or null (no clipping), got {self.max_grad_norm}.")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
-            raise ValueError(
-                f"checkpoints_total_limit must be >= 1 or null, got {self.checkpoints_total_limit}."
-            )
+            raise ValueError(f"checkpoints_total_limit must be >= 1 or null, got {self.checkpoints_total_limit}.")
 
         # data
         if not 0.0 <= self.synthetic_plain_fraction <= 1.0:
             raise ValueError(f"synthetic_plain_fraction must be in [0, 1], got {self.synthetic_plain_fraction}.")
         if self.train_data is None:
-            raise ValueError(
-                "train_data is not set: give a local dataset folder or a Hub dataset id (--train_data)."
-            )
+            raise ValueError("train_data is not set: give a local dataset folder or a Hub dataset id (--train_data).")
         if not Path(self.train_data).expanduser().exists() and not self.build_synthetic_data:
             if is_hub_id(self.train_data):
                 if hub_offline():
@@ -269,9 +261,7 @@ class MuseTrainingArguments:
             and not self.overwrite_output_dir
             and self.resume_from_checkpoint is None
         ):
-            holds_run = any((out / m).exists() for m in RUN_MARKERS) or bool(
-                list_checkpoints(out, complete_only=False)
-            )
+            holds_run = any((out / m).exists() for m in RUN_MARKERS) or bool(list_checkpoints(out, complete_only=False))
             if holds_run:
                 raise ValueError(
                     f"output_dir={str(out)!r} already holds another run. Pass --resume_from_checkpoint latest to "
@@ -380,9 +370,7 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
                 "All of topology_weight, semantic_weight and reconstruction_weight are 0: nothing to train."
             )
         if self.gan_weight > 0 and self.reconstruction_weight == 0:
-            raise ValueError(
-                "gan_weight > 0 needs reconstruction_weight > 0 (the GAN acts on reconstructions)."
-            )
+            raise ValueError("gan_weight > 0 needs reconstruction_weight > 0 (the GAN acts on reconstructions).")
         if self.perceptual_weight > 0:
             if self.perceptual_lpips_weight + self.perceptual_convnext_weight <= 0:
                 raise ValueError(
@@ -406,9 +394,7 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
             raise ValueError(f"gan_start_step must be >= 0, got {self.gan_start_step}.")
         if self.init_from is None:
             if self.model_preset not in PRESETS:
-                raise ValueError(
-                    f"model_preset={self.model_preset!r} is unknown; choose one of {sorted(PRESETS)}."
-                )
+                raise ValueError(f"model_preset={self.model_preset!r} is unknown; choose one of {sorted(PRESETS)}.")
         if self.model_overrides:  # refused here, before anything is built, with the closest field's name
             fields = {f.name for f in dataclasses.fields(MuseTokenizerConfig)}
             own = fields - {f.name for f in dataclasses.fields(PreTrainedConfig)}

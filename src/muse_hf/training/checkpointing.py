@@ -184,11 +184,7 @@ class CheckpointError(ValueError):
 
 def _unrestorable(ckpt: Path, what: str) -> CheckpointError:
     step = checkpoint_step(ckpt) if _STEP_RE.match(ckpt.name) else None
-    older = [
-        p.name
-        for p in list_checkpoints(ckpt.parent)
-        if p != ckpt and (step is None or checkpoint_step(p) < step)
-    ]
+    older = [p.name for p in list_checkpoints(ckpt.parent) if p != ckpt and (step is None or checkpoint_step(p) < step)]
     aside = ckpt.parent / f"damaged-{ckpt.name}"
     return CheckpointError(
         f"Checkpoint {ckpt} is marked complete but cannot be restored: {what}. If a file in it was damaged after it "
@@ -247,9 +243,6 @@ def load_checkpoint(accelerator: Any, path: str | os.PathLike) -> LoadedCheckpoi
             accelerator.num_processes,
         )
     tensors = {
-        p.stem[len(EXTRA_PREFIX) :]: load_file(str(p))
-        for p in sorted(ckpt.glob(f"{EXTRA_PREFIX}*.safetensors"))
+        p.stem[len(EXTRA_PREFIX) :]: load_file(str(p)) for p in sorted(ckpt.glob(f"{EXTRA_PREFIX}*.safetensors"))
     }
-    return LoadedCheckpoint(
-        training_state=training_state, process_state=process_state, tensors=tensors, path=ckpt
-    )
+    return LoadedCheckpoint(training_state=training_state, process_state=process_state, tensors=tensors, path=ckpt)

@@ -131,20 +131,14 @@ def _build_accelerator(args: MuseTrainingArguments) -> Any:
     # accelerate has no public reset; its own test suite resets these between Accelerators the same way.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    log_with = (
-        None if args.report_to in ("none", "", None) else [t.strip() for t in args.report_to.split(",")]
-    )
-    project_config = ProjectConfiguration(
-        project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "logs")
-    )
+    log_with = None if args.report_to in ("none", "", None) else [t.strip() for t in args.report_to.split(",")]
+    project_config = ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "logs"))
     return Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=log_with,
         project_config=project_config,
-        kwargs_handlers=[
-            DistributedDataParallelKwargs(find_unused_parameters=args.ddp_find_unused_parameters)
-        ],
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.ddp_find_unused_parameters)],
     )
 
 
@@ -262,9 +256,7 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
         for name, mod in modules.items()
     }
     warmup = (
-        args.lr_warmup_steps
-        if args.lr_warmup_steps is not None
-        else int(args.lr_warmup_ratio * args.max_train_steps)
+        args.lr_warmup_steps if args.lr_warmup_steps is not None else int(args.lr_warmup_ratio * args.max_train_steps)
     )
     # A prepared scheduler steps once per process per optimizer step (diffusers examples scale the same way).
     schedulers = {
@@ -280,9 +272,7 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
     }
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         # No dataloader is prepared (the stream is per process), so DeepSpeed cannot infer the micro-batch.
-        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
-            args.train_batch_size
-        )
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = args.train_batch_size
     prepared = accelerator.prepare(*modules.values(), *optimizers.values(), *schedulers.values())
     n = len(names)
     p_modules = dict(zip(names, prepared[:n], strict=True))
@@ -292,9 +282,7 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
     ema_target = task.ema_module() if args.use_ema else None
     ema = None
     if ema_target is not None:
-        ema = build_ema(
-            ema_target, args.ema_decay, args.ema_update_after_step, args.ema_use_warmup, args.ema_power
-        )
+        ema = build_ema(ema_target, args.ema_decay, args.ema_update_after_step, args.ema_use_warmup, args.ema_power)
         ema.to(accelerator.device)
 
     if is_sharded(accelerator) and len(names) > 1:
@@ -329,9 +317,7 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
                 if "ema" in loaded["tensors"]:
                     load_ema_tensors(ema, ema_target, loaded["tensors"]["ema"])
                 else:
-                    logger.warning(
-                        "Checkpoint %s has no EMA weights; EMA restarts from the current weights.", path
-                    )
+                    logger.warning("Checkpoint %s has no EMA weights; EMA restarts from the current weights.", path)
             resumed_from = str(path)
             accelerator.print(f"Resumed from {path} at step {global_step}.")
             saved_total = state.get("max_train_steps")
@@ -410,11 +396,7 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
                 else:
                     poisoned = True
                 for key, value in out.logs.items():
-                    v = (
-                        float(value.detach().float().item())
-                        if isinstance(value, torch.Tensor)
-                        else float(value)
-                    )
+                    v = float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
                     step_logs[key] = step_logs.get(key, 0.0) + v / args.gradient_accumulation_steps
                 window_samples += out.num_samples
 
@@ -474,9 +456,7 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
             elapsed = max(time.perf_counter() - window_start, 1e-9)
             keys = sorted(window)
             means = torch.tensor([sum(window[k]) / len(window[k]) for k in keys], device=accelerator.device)
-            counters = torch.tensor(
-                [float(window_samples), float(stream.num_skipped)], device=accelerator.device
-            )
+            counters = torch.tensor([float(window_samples), float(stream.num_skipped)], device=accelerator.device)
             if accelerator.num_processes > 1:
                 means = accelerator.reduce(means, reduction="mean")
                 counters = accelerator.reduce(counters, reduction="sum")
@@ -496,9 +476,7 @@ def train(args: MuseTrainingArguments, task: TrainingTask | None = None) -> Trai
                 log_file.parent.mkdir(parents=True, exist_ok=True)
                 with open(log_file, "a") as fh:
                     fh.write(json.dumps({"step": global_step, "stage": args.stage_name, **logs}) + "\n")
-            progress.set_postfix(
-                {k: f"{v:.4g}" for k, v in logs.items() if k == "loss" or k.startswith("loss/")}
-            )
+            progress.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k == "loss" or k.startswith("loss/")})
             window, window_samples, window_start = {}, 0, time.perf_counter()
 
         if global_step % args.checkpointing_steps == 0:
@@ -635,9 +613,7 @@ def run_stages(stages: Sequence[MuseTrainingArguments]) -> list[TrainResult]:
             summary = json.loads((Path(args.output_dir) / SUMMARY_FILE).read_text())
             done = int(summary["global_step"])
             if done >= args.max_train_steps:
-                steps_flag = (
-                    "--max_train_steps" if len(stages) == 1 else f"--stages.{args.stage_name}.max_train_steps"
-                )
+                steps_flag = "--max_train_steps" if len(stages) == 1 else f"--stages.{args.stage_name}.max_train_steps"
                 _say(
                     f"Stage {args.stage_name} already finished in {args.output_dir} ({done} steps); skipping it. "
                     f"To train it further, rerun with --resume_from_checkpoint latest {steps_flag} N (N > {done})."

@@ -58,9 +58,7 @@ def build_optimizer(
         params = [p for p in group["params"] if p.requires_grad]
         for p in params:
             if id(p) in seen:
-                raise ValueError(
-                    f"A parameter appears in two optimizer groups (second: {group.get('name')!r})."
-                )
+                raise ValueError(f"A parameter appears in two optimizer groups (second: {group.get('name')!r}).")
             seen.add(id(p))
         if not params:
             continue
@@ -185,9 +183,7 @@ def load_ema_tensors(ema: Any, model: nn.Module, tensors: dict[str, torch.Tensor
     names = [n for n, _ in model.named_parameters()]
     missing = [n for n in names if n not in tensors]
     if missing:
-        raise ValueError(
-            f"EMA state does not match the model: {len(missing)} parameters missing, e.g. {missing[:3]}."
-        )
+        raise ValueError(f"EMA state does not match the model: {len(missing)} parameters missing, e.g. {missing[:3]}.")
     with torch.no_grad():
         for name, shadow in zip(names, ema.shadow_params, strict=True):
             shadow.copy_(tensors[name].to(shadow.device, shadow.dtype))

@@ -68,9 +68,7 @@ def _floor(column: str, signed: bool = False) -> Any:
     return lambda values: _num(values.get(column), DIGITS[column], signed)
 
 
-def _paper(
-    table: Mapping[str, Mapping[str, float | None]], key: str, digits: int, signed: bool = False
-) -> Any:
+def _paper(table: Mapping[str, Mapping[str, float | None]], key: str, digits: int, signed: bool = False) -> Any:
     def cell(e: Mapping[str, Any], n: str, ref: Mapping[str, Any]) -> str:
         value = table[n].get(key)
         return "N/A" if value is None else _num(value, digits, signed)
@@ -201,7 +199,9 @@ def render_markdown(summary: Mapping[str, Any], command: str | None = None) -> s
         )
     else:
         wall_note = (
-            f" Wall time {wall / 60:.1f} min ({s['jobs']} parallel runs, {s['threads']} thread(s) each)." if wall else ""
+            f" Wall time {wall / 60:.1f} min ({s['jobs']} parallel runs, {s['threads']} thread(s) each)."
+            if wall
+            else ""
         )
     lines += [
         f"Setup: base config `{s['base_config']}` (one stage per run, no GAN, no EMA); {s['resolution']} px; "
@@ -348,9 +348,7 @@ def plot_gradient_cosine(summary: Mapping[str, Any], path: str | os.PathLike) ->
                 transform=ax.transAxes,
             )
     axes[0].set_ylabel("cos(grad semantic, grad reconstruction)\nsynergistic-block parameters")
-    fig.suptitle(
-        "Gradient cosine over training, mean ± std over seeds (★: paper's Table 4 value)", fontsize=11
-    )
+    fig.suptitle("Gradient cosine over training, mean ± std over seeds (★: paper's Table 4 value)", fontsize=11)
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -99,9 +99,7 @@ class CosineProbeTask(TokenizerTask):
     ) -> None:
         super().__init__(args)
         if probe_every < 1 or probe_samples < 2:
-            raise ValueError(
-                f"probe_every must be >= 1 and probe_samples >= 2, got {probe_every} and {probe_samples}."
-            )
+            raise ValueError(f"probe_every must be >= 1 and probe_samples >= 2, got {probe_every} and {probe_samples}.")
         self.probe_every = int(probe_every)
         self.probe_samples = int(probe_samples)
         self.probe_text_embedder = text_embedder
@@ -124,9 +122,7 @@ class CosineProbeTask(TokenizerTask):
                 f"The text embedder gives {self.probe_text_embedder.dim}-d embeddings but semantic_dim is {dim}: the "
                 "semantic-vs-reconstruction probe and zero-shot need them equal; set model_overrides.semantic_dim."
             )
-        self._probe_teacher = (
-            self.teacher if self.teacher is not None else self._build_teacher().to(self.device).eval()
-        )
+        self._probe_teacher = self.teacher if self.teacher is not None else self._build_teacher().to(self.device).eval()
         self._probe_batch = self._load_probe_batch()
 
     def _load_probe_batch(self) -> dict[str, Any]:
@@ -289,9 +285,7 @@ def _train_and_evaluate(
         "eval_wall_time_s": eval_s,
         "params": params,
         "metrics": evaluation["metrics"],
-        "eval_info": {
-            k: evaluation[k] for k in ("num_samples", "image_size", "latent_grid", "segmentation_method")
-        },
+        "eval_info": {k: evaluation[k] for k in ("num_samples", "image_size", "latent_grid", "segmentation_method")},
         "untrained_evaluated": evaluate_untrained,
         "cosine_history": task.cosine_history,
         "model_dir": str(model_dir) if settings.keep_models else None,
@@ -353,9 +347,7 @@ def run_variant(
             record.update(_train_and_evaluate(settings, v, seed, run_dir, data, base, evaluate_untrained))
     except Exception as err:  # noqa: BLE001 - one failed run is reported, the others still run
         record["error"] = f"{type(err).__name__}: {err}"
-        logger.error(
-            "run %s seed %d failed: %s (log: %s)", variant, seed, record["error"], run_dir / "run.log"
-        )
+        logger.error("run %s seed %d failed: %s (log: %s)", variant, seed, record["error"], run_dir / "run.log")
     finally:
         torch.set_num_threads(threads)
     record["wall_time_s"] = time.perf_counter() - start
@@ -399,9 +391,7 @@ def _schedule(settings: AblationSettings) -> list[tuple[str, int, bool]]:
     for name in settings.variants:
         for seed in settings.seeds:
             routing = VARIANTS[name].routing
-            untrained = (
-                settings.untrained_floor and seed == settings.seeds[0] and routing not in floor_routings
-            )
+            untrained = settings.untrained_floor and seed == settings.seeds[0] and routing not in floor_routings
             if untrained:
                 floor_routings.add(routing)
             runs.append((name, seed, untrained))
@@ -475,8 +465,7 @@ def run_ablation(settings: AblationSettings, command: str | None = None) -> dict
                 runs.append(fut.result())
                 print(_progress_line(i, total, runs[-1]), flush=True)
     order = {
-        (n, s): k
-        for k, (n, s, _) in enumerate(sorted(schedule, key=lambda r: (settings.variants.index(r[0]), r[1])))
+        (n, s): k for k, (n, s, _) in enumerate(sorted(schedule, key=lambda r: (settings.variants.index(r[0]), r[1])))
     }
     runs.sort(key=lambda r: order[(r["variant"], r["seed"])])
     summary = summarize_runs(runs, settings)

@@ -69,9 +69,7 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]], settings: AblationSettings
     for name in settings.variants:
         ok = [r for r in by_variant.get(name, []) if "error" not in r]
         failed += [
-            {"variant": name, "seed": r["seed"], "error": r["error"]}
-            for r in by_variant.get(name, [])
-            if "error" in r
+            {"variant": name, "seed": r["seed"], "error": r["error"]} for r in by_variant.get(name, []) if "error" in r
         ]
         v = VARIANTS[name]
         entry: dict[str, Any] = {
@@ -104,9 +102,7 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]], settings: AblationSettings
         histories = [r["cosine_history"] for r in ok if r.get("cosine_history")]
         if histories:
             steps = sorted({rec["step"] for h in histories for rec in h})
-            per_step = [
-                _stats([rec["cosine"] for h in histories for rec in h if rec["step"] == s]) for s in steps
-            ]
+            per_step = [_stats([rec["cosine"] for h in histories for rec in h if rec["step"] == s]) for s in steps]
             curves[name] = {
                 "steps": steps,
                 "mean": [p["mean"] for p in per_step],
@@ -183,9 +179,7 @@ def check_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         "Soft Regularization mitigates but does not remove the conflict: shared < soft < decoupled (paper "
         "-0.15 < -0.05 < +0.04)",
         None if None in (shared, soft, full) else shared < soft < full,  # type: ignore[operator]
-        "n/a"
-        if None in (shared, soft, full)
-        else f"shared {shared:+.3f}, soft {soft:+.3f}, decoupled {full:+.3f}",
+        "n/a" if None in (shared, soft, full) else f"shared {shared:+.3f}, soft {soft:+.3f}, decoupled {full:+.3f}",
     )
     objectives = [n for n in ("baseline", "semantic", "topology", "full") if n in summary["variants"]]
     for column, label in (("psnr", "reconstruction (PSNR, in place of rFID)"), ("miou", "attention mIoU")):
@@ -206,9 +200,7 @@ def check_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         "Topology-only is poor at zero-shot: below both variants trained with the semantic loss (paper 10.7 vs "
         "70.5 / 76.1)",
         None if None in (topo, sem, full_zs) else topo < min(sem, full_zs),  # type: ignore[type-var, operator]
-        "n/a"
-        if None in (topo, sem, full_zs)
-        else f"topology {topo:.1f}%, semantic {sem:.1f}%, full {full_zs:.1f}%",
+        "n/a" if None in (topo, sem, full_zs) else f"topology {topo:.1f}%, semantic {sem:.1f}%, full {full_zs:.1f}%",
     )
     sem_miou, _ = _mean(summary, "semantic", "miou")
     full_miou, _ = _mean(summary, "full", "miou")
@@ -222,9 +214,7 @@ def check_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     add(
         "MUSE (decoupled) has a better attention mIoU than Naive Shared and Soft Regularization (paper 46.5 vs "
         "15.4 / 22.1)",
-        None
-        if None in (full_miou, shared_miou, soft_miou)
-        else full_miou > max(shared_miou, soft_miou),  # type: ignore[operator, type-var]
+        None if None in (full_miou, shared_miou, soft_miou) else full_miou > max(shared_miou, soft_miou),  # type: ignore[operator, type-var]
         "n/a"
         if None in (full_miou, shared_miou, soft_miou)
         else f"decoupled {full_miou:.1f}%, shared {shared_miou:.1f}%, soft {soft_miou:.1f}%",

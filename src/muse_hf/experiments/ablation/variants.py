@@ -184,9 +184,7 @@ class AblationSettings:
         """
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown or not self.variants:
-            raise ValueError(
-                f"variants={list(self.variants)}: choose a non-empty subset of {list(VARIANTS)}."
-            )
+            raise ValueError(f"variants={list(self.variants)}: choose a non-empty subset of {list(VARIANTS)}.")
         if len(set(self.variants)) != len(self.variants):
             raise ValueError(f"variants={list(self.variants)} lists a variant twice.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -204,9 +202,7 @@ class AblationSettings:
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}.")
         if self.probe_samples < 2:
-            raise ValueError(
-                f"probe_samples must be >= 2 (the NCE loss needs negatives), got {self.probe_samples}."
-            )
+            raise ValueError(f"probe_samples must be >= 2 (the NCE loss needs negatives), got {self.probe_samples}.")
         if self.data_dir is None and self.probe_samples > self.num_val:
             raise ValueError(
                 f"probe_samples={self.probe_samples} > num_val={self.num_val}: the probe batch is read from the "
@@ -223,9 +219,7 @@ class AblationSettings:
         for name in ("learning_rate", "topology_weight", "semantic_weight"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(
-                    f"{name} must be > 0 (variants switch objectives off themselves), got {value}."
-                )
+                raise ValueError(f"{name} must be > 0 (variants switch objectives off themselves), got {value}.")
 
     def resolved_data_dir(self) -> Path:
         """The data folder: ``data_dir`` or a name that encodes how it was built."""
@@ -295,9 +289,7 @@ def load_base_config(path: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError(f"{candidate} must hold a mapping of training arguments.")
     if raw.get("task", "tokenizer") != "tokenizer":
-        raise ValueError(
-            f"{candidate} is a {raw.get('task')!r} config; the ablation needs a tokenizer config."
-        )
+        raise ValueError(f"{candidate} is a {raw.get('task')!r} config; the ablation needs a tokenizer config.")
     raw.pop("stages", None)
     return raw
 
@@ -328,12 +320,8 @@ def training_config(
     model_overrides = {**(cfg.get("model_overrides") or {}), **settings.model_overrides}
     model_overrides.setdefault("image_size", settings.resolution)
     model_overrides["routing"] = v.routing
-    topo = (
-        settings.topology_weight if settings.topology_weight is not None else cfg.get("topology_weight", 1.0)
-    )
-    sem = (
-        settings.semantic_weight if settings.semantic_weight is not None else cfg.get("semantic_weight", 0.0)
-    )
+    topo = settings.topology_weight if settings.topology_weight is not None else cfg.get("topology_weight", 1.0)
+    sem = settings.semantic_weight if settings.semantic_weight is not None else cfg.get("semantic_weight", 0.0)
     if v.topology and float(topo) <= 0 or v.semantic and float(sem) <= 0:
         raise ValueError(
             f"variant {v.name!r} trains the {'topology' if v.topology else 'semantic'} loss but its weight in "
@@ -379,5 +367,3 @@ def settings_key(settings: AblationSettings, variant: str, seed: int, base: Mapp
         fields.pop(name)
     payload = {"settings": fields, "base": dict(base), "variant": variant, "seed": seed}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-

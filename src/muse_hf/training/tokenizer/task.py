@@ -216,10 +216,7 @@ class TokenizerTask(TrainingTask):
     def _build_image_processor(self) -> Any:
 
         size = {"height": self.args.resolution, "width": self.args.resolution}
-        if (
-            self.args.init_from is not None
-            and (Path(self.args.init_from) / "preprocessor_config.json").is_file()
-        ):
+        if self.args.init_from is not None and (Path(self.args.init_from) / "preprocessor_config.json").is_file():
             return MuseImageProcessor.from_pretrained(self.args.init_from, size=size)
         return MuseImageProcessor(size=size)
 
@@ -227,9 +224,7 @@ class TokenizerTask(TrainingTask):
         a = self.args
         cfg = model.config
         model.requires_grad_(True)
-        freeze_backbone = (
-            cfg.freeze_vision_backbone if a.freeze_vision_backbone is None else a.freeze_vision_backbone
-        )
+        freeze_backbone = cfg.freeze_vision_backbone if a.freeze_vision_backbone is None else a.freeze_vision_backbone
         cfg.freeze_vision_backbone = bool(freeze_backbone)
         if freeze_backbone:
             model.vision_model.requires_grad_(False)
@@ -265,7 +260,6 @@ class TokenizerTask(TrainingTask):
             logit_scale = LogitScale(init=a.logit_scale_init)
             saved = Path(a.init_from) / LOGIT_SCALE_FILE if a.init_from is not None else None
             if saved is not None and saved.is_file():
-
                 logit_scale.load_state_dict(load_file(str(saved)))
 
             self.text_embedder = load_text_embedder(a.text_encoder, device=self.device)
@@ -286,7 +280,6 @@ class TokenizerTask(TrainingTask):
                     "one forward pass serves both."
                 )
         if a.reconstruction_weight > 0:
-
             perceptual = None
             if a.perceptual_weight > 0:  # None (and one logged line) when its networks are not on this machine
                 perceptual = load_perceptual_loss(
@@ -309,7 +302,6 @@ class TokenizerTask(TrainingTask):
             self.reconstruction.requires_grad_(False)
             self.reconstruction.eval()
         if a.gan_weight > 0:
-
             self.adversarial = AdversarialLoss(
                 PatchDiscriminator(base_channels=a.discriminator_channels, num_layers=a.discriminator_layers),
                 start_step=a.gan_start_step,
@@ -366,9 +358,7 @@ class TokenizerTask(TrainingTask):
                 groups[part] = params
         if self.discriminator_module is not None:
             groups["discriminator"] = list(self.discriminator_module.parameters())
-        return {
-            k: [p for p in v if p.requires_grad] for k, v in groups.items() if any(p.requires_grad for p in v)
-        }
+        return {k: [p for p in v if p.requires_grad] for k, v in groups.items() if any(p.requires_grad for p in v)}
 
     def open_dataset(self, split: str, accelerator: Accelerator | None = None) -> Any:
         """This process's shard of ``train_data``/``split`` (``muse_hf.data.load_image_text_stream``)."""
@@ -441,9 +431,7 @@ class TokenizerTask(TrainingTask):
                         )
                     target = self.teacher(batch["mask"], grid)  # (B, 1, N, N)
                 else:
-                    target = self.teacher(
-                        self.image_processor.to_unit_range(pixel_values.float()), grid_size=grid
-                    )
+                    target = self.teacher(self.image_processor.to_unit_range(pixel_values.float()), grid_size=grid)
             topo = topology_alignment_loss(out["attentions"], target, head_reduction=a.topology_head_reduction)
             named["topology"] = topo
             total = total + a.topology_weight * topo
@@ -484,7 +472,6 @@ class TokenizerTask(TrainingTask):
                 logs["gan/logits_real"] = d["logits_real"]
                 logs["gan/logits_fake"] = d["logits_fake"]
         if self.tokenizer.config.routing == "soft" and "semantic" in named and "reconstruction" in named:
-
             penalty = soft_routing_penalty(
                 shared_block_parameters(self.tokenizer),
                 named["semantic"],
@@ -502,9 +489,7 @@ class TokenizerTask(TrainingTask):
         losses = {"model": total, **losses}
         return StepOutput(losses=losses, logs=logs, num_samples=int(pixel_values.shape[0]))
 
-    def _probe_gradients(
-        self, named: dict[str, torch.Tensor], pixel_loss: torch.Tensor | None
-    ) -> dict[str, float]:
+    def _probe_gradients(self, named: dict[str, torch.Tensor], pixel_loss: torch.Tensor | None) -> dict[str, float]:
         """Cosines between the objectives' gradients on the synergistic blocks, as ``grad_cos/<a>|<b>`` logs.
 
         The released training hook (``PanqiYang1/MUSE muse/utils/train_utils.py:71-121``) measures
@@ -560,9 +545,7 @@ class TokenizerTask(TrainingTask):
             "base_model": a.vision_model_name_or_path or a.init_from,
             "datasets": a.train_data,
         }
-        write_model_card(
-            "tokenizer", output_dir, metrics=metrics or None, settings=settings, repo_id=a.hub_model_id
-        )
+        write_model_card("tokenizer", output_dir, metrics=metrics or None, settings=settings, repo_id=a.hub_model_id)
 
 
 def _merge_config(config: Any, overrides: dict[str, Any]) -> None:

@@ -185,9 +185,7 @@ def _check_data_path(path: str, name: str, will_be_built: bool) -> None:
         return
     if is_hub_id(path) and not hub_offline():
         return
-    raise ValueError(
-        f"{name}={path!r} does not exist locally (and cannot be fetched from the Hub while offline)."
-    )
+    raise ValueError(f"{name}={path!r} does not exist locally (and cannot be fetched from the Hub while offline).")
 
 
 def _check_model_path(path: str, name: str, marker: str, produced: frozenset[str]) -> None:
@@ -198,11 +196,7 @@ def _check_model_path(path: str, name: str, marker: str, produced: frozenset[str
         if not (local / marker).is_file():
             raise ValueError(
                 f"{name}={path!r} exists but has no {marker}; it must be a save_pretrained folder"
-                + (
-                    " of a MusePipeline (a previous UMM stage's output_dir)."
-                    if marker == "model_index.json"
-                    else "."
-                )
+                + (" of a MusePipeline (a previous UMM stage's output_dir)." if marker == "model_index.json" else ".")
             )
         return
     if not is_hub_id(path) or hub_offline():
@@ -210,4 +204,3 @@ def _check_model_path(path: str, name: str, marker: str, produced: frozenset[str
             f"{name}={path!r} does not exist locally (and cannot be fetched from the Hub). Train the stage that writes "
             "it first, or point it at a save_pretrained folder."
         )
-

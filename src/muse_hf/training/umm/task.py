@@ -319,9 +319,7 @@ class UMMTask(TrainingTask):
             path = a.transformer_name_or_path
             local = Path(path)
             subfolder = (
-                "transformer"
-                if (local / "transformer").is_dir() or (not local.exists() and is_hub_id(path))
-                else None
+                "transformer" if (local / "transformer").is_dir() or (not local.exists() and is_hub_id(path)) else None
             )
             transformer = SanaTransformer2DModel.from_pretrained(path, subfolder=subfolder)
         else:
@@ -338,9 +336,7 @@ class UMMTask(TrainingTask):
             )
         return transformer
 
-    def _build_connector(
-        self, mllm: nn.Module, encoder: Any, transformer: nn.Module, vae: nn.Module
-    ) -> nn.Module:
+    def _build_connector(self, mllm: nn.Module, encoder: Any, transformer: nn.Module, vae: nn.Module) -> nn.Module:
 
         a = self.args
         use_ref = a.connector_reference_latents
@@ -390,12 +386,9 @@ class UMMTask(TrainingTask):
         if a.gradient_checkpointing:  # also in stage 1: the connector's gradient flows back through the DiT
             transformer.enable_gradient_checkpointing()
         if a.train_transformer == "lora":
-
             transformer = get_peft_model(transformer, self._lora_config())  # base frozen, adapters trainable
             if a.init_from is not None:
-                transformer.peft_config["default"].base_model_name_or_path = str(
-                    Path(a.init_from) / "transformer"
-                )
+                transformer.peft_config["default"].base_model_name_or_path = str(Path(a.init_from) / "transformer")
         return transformer
 
     def build(self, accelerator: Accelerator) -> None:  # noqa: D102
@@ -509,6 +502,7 @@ class UMMTask(TrainingTask):
             "edit": (a.edit_data or a.train_data, a.edit_split or a.train_split,
                      {"source": a.source_column, "target": a.target_column, "instruction": a.instruction_column}),
         }  # fmt: skip
+
         def encode_text(texts: list[str]) -> MuseCondition:
             # as inside the prepared train module's forward, which accelerate runs under autocast
             with torch.no_grad(), accelerator.autocast():
@@ -594,9 +588,7 @@ class UMMTask(TrainingTask):
             target = latents.pop(0)
             images = None
             if self.condition_encoder.supports_images:
-                images = self.image_processor.postprocess(
-                    edit_b["source_pixel_values"].float(), output_type="pil"
-                )
+                images = self.image_processor.postprocess(edit_b["source_pixel_values"].float(), output_type="pil")
             edit_in = {"latents": target, "prompts": list(edit_b["instruction"]),
                        "reference_latents": latents.pop(0) if use_ref else None, "images": images}  # fmt: skip
         return gen_in, edit_in
@@ -664,9 +656,7 @@ class UMMTask(TrainingTask):
         connector, transformer = parts
         out = Path(output_dir)
         if _is_peft(transformer):
-            transformer.save_pretrained(
-                str(out / LORA_DIR), safe_serialization=True
-            )  # adapter only (peft way)
+            transformer.save_pretrained(str(out / LORA_DIR), safe_serialization=True)  # adapter only (peft way)
             transformer = copy.deepcopy(transformer).merge_and_unload()  # plain SANA DiT for the pipeline
         self.build_pipeline(connector, transformer).save_pretrained(str(out), safe_serialization=True)
 
@@ -697,13 +687,9 @@ class UMMTask(TrainingTask):
                 )
                 if b
             ],  # fmt: skip
-            "datasets": [
-                d for d in dict.fromkeys([a.train_data, a.edit_data if a.edit_ratio > 0 else None]) if d
-            ],
+            "datasets": [d for d in dict.fromkeys([a.train_data, a.edit_data if a.edit_ratio > 0 else None]) if d],
         }
-        write_model_card(
-            "pipeline", output_dir, metrics=metrics or None, settings=settings, repo_id=a.hub_model_id
-        )
+        write_model_card("pipeline", output_dir, metrics=metrics or None, settings=settings, repo_id=a.hub_model_id)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -725,9 +711,7 @@ def _load_condition_encoder(name_or_path: str | None) -> tuple[nn.Module, Any]:
         try:
             processor = AutoProcessor.from_pretrained(name_or_path)
         except (ImportError, OSError, ValueError) as err:  # e.g. the video processor needs torchvision
-            logger.warning(
-                "AutoProcessor failed for %s (%s); using its tokenizer as the processor.", name_or_path, err
-            )
+            logger.warning("AutoProcessor failed for %s (%s); using its tokenizer as the processor.", name_or_path, err)
             processor = AutoTokenizer.from_pretrained(name_or_path)
         return model, processor
     return AutoModel.from_pretrained(name_or_path), AutoTokenizer.from_pretrained(name_or_path)

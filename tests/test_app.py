@@ -24,6 +24,7 @@ from gradio_client.exceptions import AppError
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import app  # noqa: E402
+from muse_hf.demo import models as demo_models  # noqa: E402
 
 ENDPOINTS = {"/reconstruct", "/structure", "/scene", "/generate", "/edit", "/edit_reset", "/understand"}
 SIZE = 32  # the tiny models' image size (tests/test_pipeline_muse.py)
@@ -276,8 +277,8 @@ def test_load_image_file(tmp_path: Path, files: dict[str, Path]) -> None:
 def test_page_without_models_says_how_to_make_them(monkeypatch, tmp_path: Path) -> None:
     for env in (app.ENV_MODEL, app.ENV_PIPELINE, app.ENV_TEACHER):
         monkeypatch.delenv(env, raising=False)
-    monkeypatch.setattr(app, "DEFAULT_TOKENIZER", str(tmp_path / "none" / "tokenizer"))
-    monkeypatch.setattr(app, "DEFAULT_PIPELINE", str(tmp_path / "none" / "pipeline"))
+    monkeypatch.setattr(demo_models, "DEFAULT_TOKENIZER", str(tmp_path / "none" / "tokenizer"))
+    monkeypatch.setattr(demo_models, "DEFAULT_PIPELINE", str(tmp_path / "none" / "pipeline"))
     models = app.load_demo_models()
     assert models.tokenizer is None and models.pipeline is None
     demo = app.build_demo(models=models)

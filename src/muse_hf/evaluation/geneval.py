@@ -35,6 +35,8 @@ Held-out prompts: :func:`geneval_prompts` names only the object sets of a fixed,
 GenEval-style plain scenes and no training caption is one of their prompts (:func:`muse_hf.data.shapes.held_out_prompts`),
 so the score measures generation of unseen compositions in a seen phrasing. Edit instructions
 (:func:`edit_set`) are drawn from the dataset's edit grammar on random scenes and are not held out.
+
+Size: one responsibility, the GenEval-style check (detector, prompt / edit sets and their scoring).
 """
 
 from __future__ import annotations

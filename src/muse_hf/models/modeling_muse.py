@@ -14,6 +14,8 @@ Data flow (DESIGN section 1)::
 ``placement="replace_last"`` runs the blocks at backbone width on the ``h x w`` grid *before* the unshuffle, in
 place of the backbone's last K layers. ``routing="two_stream"`` adds ``recon_blocks``, a separate stack that
 produces the latent while ``blocks`` serve the topology and semantic objectives.
+
+Size: one responsibility, the tokenizer model (backbone, Synergistic Blocks, latent and decoder, loading).
 """
 
 from __future__ import annotations

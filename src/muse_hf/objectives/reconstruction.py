@@ -13,6 +13,8 @@
 * :class:`PatchDiscriminator` - PatchGAN (pix2pix/VQGAN style), spectral norm optional.
 * :func:`hinge_d_loss`, :func:`hinge_g_loss`, :class:`LeCamEMA` (LeCam regulariser, Tseng et al. 2021).
 * :class:`AdversarialLoss` - ties them together: off before ``start_step``, optional VQGAN adaptive weight.
+
+Size: one responsibility, the reconstruction objective (pixel, perceptual and adversarial terms and their weighting).
 """
 
 from __future__ import annotations

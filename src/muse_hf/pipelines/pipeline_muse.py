@@ -20,6 +20,8 @@ DiT itself is a stock ``SanaTransformer2DModel`` in both cases.
 One vision backbone in memory: when ``mllm`` is InternVL, its vision tower's parameters are replaced by
 the *same* ``Parameter`` objects as ``vae.vision_model`` (the MUSE-trained encoder), so understanding
 sees the tokenizer's encoder, as the paper evaluates it.
+
+Size: one responsibility, the diffusers pipeline (its components, generation, editing and understanding calls).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 ``train(args)`` runs one stage of any registered :class:`~muse_hf.training.task.TrainingTask`;
 ``run_stages(stages)`` chains a curriculum, each stage starting from the previous one's saved model.
+
+Size: one responsibility, the shared training loop (set-up, steps, checkpoints and resume, logging, the final save).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ _LAZY: dict[str, str] = {
     "StepOutput": "muse_hf.training.task",
     "BatchStream": "muse_hf.training.task",
     "MuseTrainingArguments": "muse_hf.training.arguments",
-    "TokenizerTrainingArguments": "muse_hf.training.arguments",
+    "TokenizerTrainingArguments": "muse_hf.training.tokenizer.arguments",
     "load_stage_arguments": "muse_hf.training.arguments",
     "register_task": "muse_hf.training.arguments",
     "save_checkpoint": "muse_hf.training.checkpointing",

@@ -42,8 +42,9 @@ from muse_hf.experiments.ablation.variants import (
     training_config,
 )
 from muse_hf.objectives import load_text_embedder
-from muse_hf.training.arguments import TokenizerTrainingArguments, load_stage_arguments
+from muse_hf.training.arguments import load_stage_arguments
 from muse_hf.training.loop import train
+from muse_hf.training.tokenizer.arguments import TokenizerTrainingArguments
 from muse_hf.training.tokenizer.task import TokenizerTask
 
 if TYPE_CHECKING:

@@ -61,9 +61,9 @@ from muse_hf.objectives import (
     soft_routing_penalty,
     topology_alignment_loss,
 )
-from muse_hf.training.arguments import TokenizerTrainingArguments
 from muse_hf.training.stream import EndlessLoader
 from muse_hf.training.task import StepOutput, TrainingTask
+from muse_hf.training.tokenizer.arguments import TokenizerTrainingArguments
 from muse_hf.validation import unknown_key_message
 
 if TYPE_CHECKING:

@@ -19,7 +19,6 @@ TO_SPLIT: dict[str, str] = {
     "data/shapes.py": "scene sampling / rendering / captions and edits vs the parquet dataset writer",
     "data/streaming.py": "decoding and skip rules vs the image-text / edit / tensor streams vs the dataloader",
     "evaluation/evaluate.py": "per-metric evaluators (probe, zero-shot, segmentation, gradients) vs the driver",
-    "training/umm/task.py": "LoRA adapter helpers and the latent scaling measurement vs the task",
 }
 
 

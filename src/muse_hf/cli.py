@@ -42,7 +42,7 @@ from muse_hf.models.image_processing_muse import MuseImageProcessor
 from muse_hf.models.modeling_muse import MuseTokenizerModel
 from muse_hf.objectives import StructuralTeacher, load_text_embedder
 from muse_hf.training.loop import main as train_main
-from muse_hf.training.umm.task import compute_and_store_latent_scaling
+from muse_hf.training.umm.scaling import compute_and_store_latent_scaling
 from muse_hf.validation import is_hub_id
 
 __all__ = ["ablation_main", "build_data_main", "evaluate_main", "hub_main", "main", "umm_task_main"]

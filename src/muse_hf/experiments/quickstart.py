@@ -39,7 +39,8 @@ from muse_hf.hub import write_model_card
 from muse_hf.pipelines import MusePipeline
 from muse_hf.training.arguments import load_stage_arguments
 from muse_hf.training.loop import run_stages
-from muse_hf.training.umm.task import LORA_DIR, compute_and_store_latent_scaling
+from muse_hf.training.umm.lora import LORA_DIR
+from muse_hf.training.umm.scaling import compute_and_store_latent_scaling
 
 __all__ = [
     "run_quickstart",

@@ -30,10 +30,11 @@ and losses as the uncached run, without decoding images or running either frozen
 Every stage saves a complete :class:`~muse_hf.pipelines.MusePipeline` (``MusePipeline.from_pretrained(out)``);
 a LoRA stage also saves its adapter the peft way (``<out>/transformer_lora``: ``adapter_config.json`` +
 ``adapter_model.safetensors``, base = the ``init_from`` pipeline's transformer) and the pipeline with the
-adapter merged. :func:`load_lora_transformer` / :func:`apply_lora_adapter` load an adapter back.
+adapter merged. :func:`load_lora_transformer` / :func:`apply_lora_adapter` (:mod:`muse_hf.training.umm.lora`) load an
+adapter back.
 
 The latent ``scaling_factor`` / ``shift_factor`` of the tokenizer are measured from data with
-:func:`compute_and_store_latent_scaling` (``muse-hf compute-scaling --model PATH
+:func:`compute_and_store_latent_scaling` (:mod:`muse_hf.training.umm.scaling`; ``muse-hf compute-scaling --model PATH
 --data PATH``), which writes them into the tokenizer's ``config.json``.
 """
 
@@ -42,13 +43,13 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SanaTransformer2DModel
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -56,16 +57,13 @@ from muse_hf.compat import moved_attribute
 from muse_hf.data import load_edit_stream, load_image_text_stream, load_tensor_stream, make_dataloader
 from muse_hf.evaluation.saved import evaluate_saved_pipeline
 from muse_hf.hub import write_model_card
-from muse_hf.models import MuseTokenizerConfig, MuseTokenizerModel
+from muse_hf.models import MuseTokenizerModel
 from muse_hf.models.connector import MuseConnector
 from muse_hf.models.image_processing_muse import MuseImageProcessor
 from muse_hf.pipelines import (
-    LatentScaling,
     MuseCondition,
     MusePipeline,
     build_condition_encoder,
-    compute_latent_scaling,
-    flow_matching_loss,
     load_default_text_encoder,
 )
 from muse_hf.training.loop import is_sharded
@@ -73,6 +71,9 @@ from muse_hf.training.stream import EndlessLoader
 from muse_hf.training.task import StepOutput, TrainingTask
 from muse_hf.training.umm.arguments import UMMTrainingArguments
 from muse_hf.training.umm.cache import cache_key, default_cache_root, prepare_cached_part, stack_condition
+from muse_hf.training.umm.lora import LORA_DIR, apply_lora_adapter, is_peft, load_lora_transformer
+from muse_hf.training.umm.modules import MixtureStream, UMMTrainModule
+from muse_hf.training.umm.scaling import compute_and_store_latent_scaling
 from muse_hf.validation import is_hub_id
 
 if TYPE_CHECKING:
@@ -90,167 +91,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Sub-folder of a LoRA stage's output that holds the peft adapter of the DiT.
-LORA_DIR = "transformer_lora"
-
-
-# ---------------------------------------------------------------------------------------------- data
-class MixtureStream:
-    """Endless generation/editing batches: ``{"gen": {...}, "edit": {...}}`` (either part may be absent).
-
-    Each part comes from its own resumable :class:`~muse_hf.training.stream.EndlessLoader`; every batch holds a
-    fixed number of samples of each, so the mixture is deterministic and resumes exactly.
-
-    Args:
-        gen: loader of ``{"pixel_values", "caption"}`` batches, or None.
-        edit: loader of ``{"source_pixel_values", "target_pixel_values", "instruction"}`` batches, or None.
-
-    Raises:
-        ValueError: when both are None.
-    """
-
-    def __init__(self, gen: Any | None, edit: Any | None) -> None:
-        if gen is None and edit is None:
-            raise ValueError("MixtureStream needs a generation or an editing loader.")
-        self.parts = {name: loader for name, loader in (("gen", gen), ("edit", edit)) if loader is not None}
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        iters = {name: iter(loader) for name, loader in self.parts.items()}
-        while True:
-            yield {name: next(it) for name, it in iters.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        """Both loaders' positions."""
-        return {name: loader.state_dict() for name, loader in self.parts.items()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume both loaders.
-
-        Raises:
-            ValueError: when the checkpoint's mixture has other parts than this stream.
-        """
-        if set(state) != set(self.parts):
-            raise ValueError(
-                f"The checkpoint's data stream has parts {sorted(state)} but this stage streams {sorted(self.parts)}; "
-                "resume with the same edit_ratio."
-            )
-        for name, loader in self.parts.items():
-            loader.load_state_dict(state[name])
-
-    @property
-    def num_skipped(self) -> int:
-        """Samples skipped so far by both loaders (this process)."""
-        return sum(int(loader.num_skipped) for loader in self.parts.values())
-
-
-# ---------------------------------------------------------------------------------------------- model
-class UMMTrainModule(nn.Module):
-    """Connector + DiT (one DDP unit); ``forward`` encodes the condition and returns the flow-matching losses.
-
-    The frozen condition encoder is held as a plain attribute (not a submodule: it is neither prepared, nor
-    checkpointed, nor saved with this module). With a text encoder the prompt is encoded without gradients; with
-    an InternVL mllm the learnable queries go through the frozen LLM, so the encoding keeps their gradients.
-
-    Args:
-        connector: :class:`~muse_hf.models.connector.MuseConnector`.
-        transformer: ``SanaTransformer2DModel`` (or a peft ``PeftModel`` around it).
-        condition_encoder: :class:`~muse_hf.pipelines.ConditionEncoder` of the frozen mllm.
-        num_train_timesteps: the scheduler's ``num_train_timesteps``.
-        condition_dropout: see :func:`~muse_hf.pipelines.flow_matching_loss`.
-        logit_mean: see :func:`~muse_hf.pipelines.flow_matching_loss`.
-        logit_std: see :func:`~muse_hf.pipelines.flow_matching_loss`.
-    """
-
-    def __init__(
-        self,
-        connector: nn.Module,
-        transformer: nn.Module,
-        condition_encoder: Any,
-        num_train_timesteps: int = 1000,
-        condition_dropout: float = 0.1,
-        logit_mean: float = 0.0,
-        logit_std: float = 1.0,
-    ) -> None:
-        super().__init__()
-        self.connector = connector
-        self.transformer = transformer
-        self.condition_encoder = condition_encoder
-        self.num_train_timesteps = int(num_train_timesteps)
-        self.condition_dropout = float(condition_dropout)
-        self.logit_mean = float(logit_mean)
-        self.logit_std = float(logit_std)
-        self._text_uncond: MuseCondition | None = None
-
-    @property
-    def queries_in_encoder(self) -> bool:
-        """Whether the learnable queries enter inside the mllm (InternVL path)."""
-        return bool(self.condition_encoder.supports_images)
-
-    def encode(self, prompts: list[str], images: list[Any] | None) -> tuple[MuseCondition, MuseCondition]:
-        """Condition and unconditional condition (empty prompt; the same images for edits) of a batch."""
-        enc = self.condition_encoder
-        if self.queries_in_encoder:
-            queries = self.connector.query_embeds  # (Q, D): trained through the frozen LLM
-            cond = enc.encode(prompts, images, query_embeds=queries)
-            n = len(prompts) if images is not None else 1
-            uncond = enc.encode([""] * n, images, query_embeds=queries)
-            return cond, uncond
-        with torch.no_grad():
-            cond = enc.encode(prompts)
-        return cond, self.unconditional()
-
-    def unconditional(self) -> MuseCondition:
-        """The empty prompt's condition (text path), encoded once."""
-        if self._text_uncond is None:
-            with torch.no_grad():
-                self._text_uncond = self.condition_encoder.encode([""])
-        return self._text_uncond
-
-    def forward(
-        self,
-        gen: dict[str, Any] | None = None,
-        edit: dict[str, Any] | None = None,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Any]:
-        """Flow-matching losses of a generation part and/or an editing part of one batch.
-
-        Args:
-            gen: ``{"latents": (Bg, c, h, w) normalised target latents, "prompts": list[str]}``, or with
-                ``"condition"`` (a ``MuseCondition`` from the cache) instead of encoding ``prompts`` (text path).
-            edit: ``{"latents": (Be, c, h, w), "prompts": instructions, "reference_latents": (Be, c, h, w) | None,
-                "images": reference PIL images | None (InternVL path)}``, optionally with ``"condition"``.
-            generator: RNG for dropout, timesteps and noise.
-
-        Returns:
-            ``{"gen": FlowMatchingOutput, "edit": FlowMatchingOutput}`` for the parts given.
-        """
-
-        outputs: dict[str, Any] = {}
-        for name, part in (("gen", gen), ("edit", edit)):
-            if part is None:
-                continue
-            if part.get("condition") is not None and not self.queries_in_encoder:
-                cond, uncond = part["condition"], self.unconditional()  # cached token states
-            else:
-                images = part.get("images") if self.queries_in_encoder else None
-                cond, uncond = self.encode(list(part["prompts"]), images)
-            ref = part.get("reference_latents")
-            if ref is not None:
-                cond = MuseCondition(cond.hidden_states, cond.attention_mask, cond.query_states, ref)
-            outputs[name] = flow_matching_loss(
-                self.transformer,
-                self.connector,
-                part["latents"],
-                cond,
-                uncond=uncond,
-                condition_dropout=self.condition_dropout,
-                logit_mean=self.logit_mean,
-                logit_std=self.logit_std,
-                num_train_timesteps=self.num_train_timesteps,
-                generator=generator,
-            )
-        return outputs
 
 
 # ---------------------------------------------------------------------------------------------- task
@@ -628,9 +468,9 @@ class UMMTask(TrainingTask):
 
         connector = type(unwrapped.connector).from_config(unwrapped.connector.config)
         dit = unwrapped.transformer
-        base_config = (dit.get_base_model() if _is_peft(dit) else dit).config
+        base_config = (dit.get_base_model() if is_peft(dit) else dit).config
         transformer = SanaTransformer2DModel.from_config(base_config)
-        if _is_peft(dit):
+        if is_peft(dit):
             transformer = get_peft_model(transformer, self._lora_config())
             transformer.peft_config["default"].base_model_name_or_path = dit.peft_config[
                 "default"
@@ -655,7 +495,7 @@ class UMMTask(TrainingTask):
             return
         connector, transformer = parts
         out = Path(output_dir)
-        if _is_peft(transformer):
+        if is_peft(transformer):
             transformer.save_pretrained(str(out / LORA_DIR), safe_serialization=True)  # adapter only (peft way)
             transformer = copy.deepcopy(transformer).merge_and_unload()  # plain SANA DiT for the pipeline
         self.build_pipeline(connector, transformer).save_pretrained(str(out), safe_serialization=True)
@@ -692,12 +532,6 @@ class UMMTask(TrainingTask):
         write_model_card("pipeline", output_dir, metrics=metrics or None, settings=settings, repo_id=a.hub_model_id)
 
 
-# ---------------------------------------------------------------------------------------------- helpers
-def _is_peft(module: nn.Module) -> bool:
-
-    return isinstance(module, PeftModel)
-
-
 def _load_condition_encoder(name_or_path: str | None) -> tuple[nn.Module, Any]:
     """The ``mllm`` and its ``processor``: the packaged MiniLM, an InternVL ``-hf`` checkpoint or a text encoder."""
 
@@ -715,102 +549,6 @@ def _load_condition_encoder(name_or_path: str | None) -> tuple[nn.Module, Any]:
             processor = AutoTokenizer.from_pretrained(name_or_path)
         return model, processor
     return AutoModel.from_pretrained(name_or_path), AutoTokenizer.from_pretrained(name_or_path)
-
-
-def load_lora_transformer(
-    transformer: nn.Module | str | os.PathLike, adapter_dir: str | os.PathLike, merge: bool = False
-) -> nn.Module:
-    """Load a saved DiT LoRA adapter (``<stage>/transformer_lora``) onto its base transformer, the peft way.
-
-    Args:
-        transformer: the base ``SanaTransformer2DModel`` (the stage's ``init_from`` pipeline's transformer), or a
-            path to it (a transformer folder, or a pipeline folder with a ``transformer`` subfolder).
-        adapter_dir: the adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``).
-        merge: return the plain DiT with the adapter merged into its weights (``merge_and_unload``) instead of
-            the ``peft.PeftModel``.
-
-    Returns:
-        ``PeftModel`` around the transformer, or the merged ``SanaTransformer2DModel``.
-
-    Raises:
-        ValueError: when ``adapter_dir`` holds no adapter.
-    """
-
-    if not (Path(adapter_dir) / "adapter_config.json").is_file():
-        raise ValueError(
-            f"{adapter_dir} holds no peft adapter (adapter_config.json); pass a <stage>/{LORA_DIR} folder."
-        )
-    if isinstance(transformer, (str, os.PathLike)):
-        path = Path(transformer)
-        transformer = SanaTransformer2DModel.from_pretrained(
-            str(path), subfolder="transformer" if (path / "transformer").is_dir() else None
-        )
-    model = PeftModel.from_pretrained(transformer, str(adapter_dir))
-    return model.merge_and_unload() if merge else model
-
-
-def apply_lora_adapter(pipe: MusePipeline, adapter_dir: str | os.PathLike) -> MusePipeline:
-    """Merge a DiT LoRA adapter into ``pipe.transformer`` (in place) and register the result; returns ``pipe``."""
-    pipe.register_modules(transformer=load_lora_transformer(pipe.transformer, adapter_dir, merge=True))
-    return pipe
-
-
-def compute_and_store_latent_scaling(
-    model: str | os.PathLike,
-    data: str | os.PathLike,
-    *,
-    split: str = "train",
-    num_batches: int = 8,
-    batch_size: int = 32,
-    use_shift: bool = True,
-    resolution: int | None = None,
-    image_column: str | None = None,
-) -> LatentScaling:
-    """Measure the tokenizer's latent ``scaling_factor`` / ``shift_factor`` on data and write them into its
-    ``config.json`` (the weights are not rewritten).
-
-    Args:
-        model: a saved ``MuseTokenizerModel`` folder.
-        data: an image dataset (local folder / shards or Hub id), read with ``load_image_text_stream``.
-        split: the split to read.
-        num_batches: batches to measure (``num_batches * batch_size`` images).
-        batch_size: images per batch.
-        use_shift: also centre the latents (else ``shift_factor`` = 0 and the scale uses the RMS, as UniLIP/SANA).
-        resolution: image side (default: the tokenizer's ``image_size``).
-        image_column: the image column (default: auto-detected).
-
-    Returns:
-        The measured :class:`~muse_hf.pipelines.LatentScaling`.
-
-    Raises:
-        ValueError: ``model`` is not a saved tokenizer folder, or the data yields no batch.
-    """
-
-    path = Path(model)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"{model} is not a saved MUSE tokenizer folder (no config.json).")
-    if num_batches < 1 or batch_size < 1:
-        raise ValueError(f"num_batches and batch_size must be >= 1; got {num_batches}, {batch_size}.")
-    vae = MuseTokenizerModel.from_pretrained(str(path)).eval()
-    size = resolution or int(vae.config.image_size)
-    processor = (
-        MuseImageProcessor.from_pretrained(str(path), size={"height": size, "width": size})
-        if (path / "preprocessor_config.json").is_file()
-        else MuseImageProcessor(size={"height": size, "width": size})
-    )
-    stream = load_image_text_stream(
-        str(data), split=split, image_processor=processor, image_column=image_column, with_label=False,
-        with_mask=False, process_index=0, num_processes=1,
-    )  # fmt: skip
-    loader = make_dataloader(stream, batch_size, drop_last=False)
-    stats = compute_latent_scaling(vae, loader, max_batches=num_batches, use_shift=use_shift)
-    config = MuseTokenizerConfig.from_pretrained(str(path))
-    config.scaling_factor = stats.scaling_factor
-    config.shift_factor = stats.shift_factor
-    config.save_pretrained(str(path))
-    logger.info("Latent scaling of %s from %d images: scaling_factor=%.6g shift_factor=%.6g", path,
-                stats.num_images, stats.scaling_factor, stats.shift_factor)  # fmt: skip
-    return stats
 
 
 def __getattr__(name: str) -> Any:

@@ -281,8 +281,8 @@ class MuseTokenizerConfig(PreTrainedConfig):
             unshuffle: the embedded CPU preset runs a patch-14 backbone at 112 px, whose 8x8 grid a 2x2 unshuffle
             would cut to 4x4 latent tokens -- too coarse to decode or to compare with the teacher's 8x8 attention).
         routing: ``"decoupled"`` (MUSE), ``"shared"`` (naive shared), ``"soft"`` (shared + gradient-cosine penalty,
-            see ``soft_penalty_weight``), ``"two_stream"`` (separate block stacks for topology/semantics and for
-            reconstruction).
+            weighted by the training argument ``soft_penalty_weight``), ``"two_stream"`` (separate block stacks for
+            topology/semantics and for reconstruction).
         detach_topology_input: ``decoupled`` only. ``False`` (default, the authors' released code,
             ``PanqiYang1/MUSE muse/models/muse_vit.py:172-193``): ``q_topo``/``k_topo`` read ``norm1(x)`` with
             gradient, so a block's topology loss also trains the earlier blocks, the adapter and a trainable backbone
@@ -306,7 +306,6 @@ class MuseTokenizerConfig(PreTrainedConfig):
             of the latent gradient (``None`` or 1.0 = off). Not in the released code (its "spectral_filter" is the
             scalar ``grad_scale``); the paper-size presets leave it off and say so.
         spectral_filter_cutoff: Normalised radius above which a frequency counts as high.
-        soft_penalty_weight: Weight of the gradient-cosine penalty used by ``routing="soft"`` (read by the objectives).
         qkv_bias: Bias in the blocks' q/k/v projections.
         qk_norm: Per-head RMSNorm on queries and keys.
         rope_base: Base of the 2D rotary embedding.
@@ -338,7 +337,6 @@ class MuseTokenizerConfig(PreTrainedConfig):
     grad_scale: float = 1.0
     spectral_filter_alpha: float | None = None
     spectral_filter_cutoff: float = 0.5
-    soft_penalty_weight: float = 0.1
     qkv_bias: bool = True
     qk_norm: bool = True
     rope_base: float = 100.0

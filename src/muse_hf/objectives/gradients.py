@@ -303,7 +303,7 @@ def soft_routing_penalty(
         params: the shared parameters (e.g. :func:`shared_block_parameters`).
         loss_a: first scalar loss (e.g. semantic NCE).
         loss_b: second scalar loss (e.g. reconstruction).
-        weight: multiplier (config ``soft_penalty_weight``).
+        weight: multiplier (the training argument ``soft_penalty_weight``).
         eps: added to the norms' product; when either gradient is zero the penalty is 0.
 
     Returns:

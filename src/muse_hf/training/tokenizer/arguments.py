@@ -56,6 +56,9 @@ class TokenizerTrainingArguments(MuseTrainingArguments):
     """Released ``lpips-convnext_s-1.0-0.1``: LPIPS weight inside the perceptual term."""
     perceptual_convnext_weight: float = 0.1
     """Released ``lpips-convnext_s-1.0-0.1``: ConvNeXt-logit MSE weight inside the perceptual term."""
+    soft_penalty_weight: float | None = None
+    """Weight of the gradient-cosine penalty of ``routing: soft`` (a loss weight, so a training argument). None: the
+    value a model config saved before the move carries, else 0.1."""
     gan_weight: float = 0.0
     gan_start_step: int = 0
     gan_adaptive_weight: bool = False

@@ -69,12 +69,21 @@ from muse_hf.validation import unknown_key_message
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-__all__ = ["TokenizerTask", "TokenizerTrainModule", "DiscriminatorModule"]
+__all__ = ["DiscriminatorModule", "TokenizerTask", "TokenizerTrainModule", "soft_penalty_weight"]
 
 logger = logging.getLogger(__name__)
 
 LOGIT_SCALE_FILE = "logit_scale.safetensors"
+DEFAULT_SOFT_PENALTY_WEIGHT = 0.1
 _TOPOLOGY_PARAM = re.compile(r"^(q_topo|k_topo|q_norm|k_norm)\.")
+
+
+def soft_penalty_weight(args: TokenizerTrainingArguments, config: Any) -> float:
+    """The ``routing: soft`` penalty weight: the training argument, else what a model config saved before it moved
+    to the arguments carries (``soft_penalty_weight`` in its ``config.json``), else 0.1."""
+    if args.soft_penalty_weight is not None:
+        return float(args.soft_penalty_weight)
+    return float(getattr(config, "soft_penalty_weight", DEFAULT_SOFT_PENALTY_WEIGHT))
 
 
 class TokenizerTrainModule(nn.Module):
@@ -476,7 +485,7 @@ class TokenizerTask(TrainingTask):
                 shared_block_parameters(self.tokenizer),
                 named["semantic"],
                 named["reconstruction"],
-                weight=self.tokenizer.config.soft_penalty_weight,
+                weight=soft_penalty_weight(a, self.tokenizer.config),
             )
             named["soft_penalty"] = penalty
             total = total + penalty

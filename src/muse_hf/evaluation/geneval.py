@@ -787,7 +787,7 @@ def evaluate_pipeline(
     """
     import torch
 
-    h, w = pipe._native_size()
+    h, w = pipe.native_size()
     if h != w:
         raise ValueError(f"The synthetic scenes are square; the pipeline's native size is {h}x{w}.")
     kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=h, width=w)

@@ -311,7 +311,7 @@ def save_umm_samples(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    size = pipe._native_size()[0]
+    size = pipe.native_size()[0]
     kwargs = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
     items = geneval_prompts(size, -(-num_prompts // 6), seed)[:num_prompts]
     generated = pipe([it.prompt for it in items], generator=torch.Generator().manual_seed(seed), **kwargs).images

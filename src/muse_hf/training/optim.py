@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,12 +11,47 @@ from torch import nn
 __all__ = [
     "SCHEDULER_NAMES",
     "build_optimizer",
+    "grouped_parameters",
     "build_lr_scheduler",
     "group_grad_norms",
     "build_ema",
     "ema_tensors",
     "load_ema_tensors",
 ]
+
+
+def _no_decay_by_shape(name: str, param: nn.Parameter) -> bool:
+    return param.ndim < 2  # biases, norms, scales
+
+
+def grouped_parameters(
+    named_parameters: Iterable[tuple[str, nn.Parameter]],
+    part_of: Callable[[str], str],
+    lr_scales: Mapping[str, float] | None = None,
+    no_decay: Callable[[str, nn.Parameter], bool] = _no_decay_by_shape,
+) -> list[dict[str, Any]]:
+    """Optimizer groups of a task (:meth:`~muse_hf.training.task.TrainingTask.param_groups`): one per part of the
+    model, split into a decayed group and a ``.no_decay`` one (``weight_decay`` 0), in the parameters' order.
+
+    Args:
+        named_parameters: ``module.named_parameters()``.
+        part_of: parameter name -> the part it belongs to (the group name).
+        lr_scales: part -> learning-rate multiplier (default 1).
+        no_decay: ``(name, parameter) -> True`` for parameters without weight decay (default: ``ndim < 2``).
+
+    Returns:
+        ``[{"name", "params", "lr_scale"[, "weight_decay"]}]`` as :func:`build_optimizer` takes them.
+    """
+    groups: dict[str, dict[str, Any]] = {}
+    for name, param in named_parameters:
+        part = part_of(name)
+        exempt = no_decay(name, param)
+        key = f"{part}{'.no_decay' if exempt else ''}"
+        group = groups.setdefault(key, {"name": key, "params": [], "lr_scale": (lr_scales or {}).get(part, 1.0)})
+        if exempt:
+            group["weight_decay"] = 0.0
+        group["params"].append(param)
+    return list(groups.values())
 
 
 def _transformers_scheduler_names() -> set[str]:

@@ -61,6 +61,7 @@ from muse_hf.objectives import (
     soft_routing_penalty,
     topology_alignment_loss,
 )
+from muse_hf.training.optim import grouped_parameters
 from muse_hf.training.stream import EndlessLoader
 from muse_hf.training.task import StepOutput, TrainingTask
 from muse_hf.training.tokenizer.arguments import TokenizerTrainingArguments
@@ -342,23 +343,16 @@ class TokenizerTask(TrainingTask):
         if name == "discriminator":
             scale = (a.discriminator_lr / a.learning_rate) if a.discriminator_lr is not None else 1.0
             return [{"name": "discriminator", "params": list(module.parameters()), "lr_scale": scale}]
-        groups: dict[str, dict[str, Any]] = {}
-        for pname, p in module.named_parameters():
-            part = pname.split(".")[1] if pname.startswith("tokenizer.") else pname.split(".")[0]
-            lr_scale = a.backbone_lr_multiplier if part == "vision_model" else 1.0
-            no_decay = p.ndim < 2  # biases, norms, logit scale: no weight decay
-            key = f"{part}{'.no_decay' if no_decay else ''}"
-            group = groups.setdefault(key, {"name": key, "params": [], "lr_scale": lr_scale})
-            if no_decay:
-                group["weight_decay"] = 0.0
-            group["params"].append(p)
-        return list(groups.values())
+        return grouped_parameters(  # biases, norms, logit scale (ndim < 2): no weight decay
+            module.named_parameters(),
+            part_of=lambda n: n.split(".")[1] if n.startswith("tokenizer.") else n.split(".")[0],
+            lr_scales={"vision_model": a.backbone_lr_multiplier},
+        )
 
     def ema_module(self) -> nn.Module | None:  # noqa: D102
         return self.tokenizer
 
     def grad_norm_groups(self) -> dict[str, list[nn.Parameter]]:  # noqa: D102
-
         assert self.tokenizer is not None
         groups = {f"blocks.{k}": v for k, v in default_param_groups(self.tokenizer).items()}
         for part in ("vision_model", "decoder", "semantic_projector", "to_latent"):

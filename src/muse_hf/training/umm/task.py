@@ -67,6 +67,7 @@ from muse_hf.pipelines import (
     load_default_text_encoder,
 )
 from muse_hf.training.loop import is_sharded
+from muse_hf.training.optim import grouped_parameters
 from muse_hf.training.stream import EndlessLoader
 from muse_hf.training.task import StepOutput, TrainingTask
 from muse_hf.training.umm.arguments import UMMTrainingArguments
@@ -289,17 +290,12 @@ class UMMTask(TrainingTask):
 
     def param_groups(self, name: str, module: nn.Module) -> list[dict[str, Any]]:  # noqa: D102
         a = self.args
-        groups: dict[str, dict[str, Any]] = {}
-        for pname, p in module.named_parameters():
-            part = pname.split(".")[0]  # connector | transformer
-            lr_scale = a.transformer_lr_multiplier if part == "transformer" else 1.0
-            no_decay = p.ndim < 2 or pname.endswith("query_embeds")  # biases, norms, queries: no weight decay
-            key = f"{part}{'.no_decay' if no_decay else ''}"
-            group = groups.setdefault(key, {"name": key, "params": [], "lr_scale": lr_scale})
-            if no_decay:
-                group["weight_decay"] = 0.0
-            group["params"].append(p)
-        return list(groups.values())
+        return grouped_parameters(
+            module.named_parameters(),
+            part_of=lambda n: n.split(".")[0],  # connector | transformer
+            lr_scales={"transformer": a.transformer_lr_multiplier},
+            no_decay=lambda n, p: p.ndim < 2 or n.endswith("query_embeds"),  # biases, norms, queries
+        )
 
     def train_stream(self, accelerator: Accelerator) -> MixtureStream:  # noqa: D102
 

@@ -10,6 +10,7 @@ import pytest
 
 from muse_hf.compat import MOVED_MODULES
 from muse_hf.configs import SHIPPED_CONFIGS, config_path, find_config
+from muse_hf.hub import template_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,3 +81,12 @@ def test_find_config_names_what_is_shipped(tmp_path: Path, monkeypatch: pytest.M
     assert find_config("configs/mine.yaml") == tmp_path / "configs" / "mine.yaml"
     with pytest.raises(ValueError, match="not shipped"):
         config_path("umm/muse-1b.yaml")
+
+
+@pytest.mark.parametrize("kind", ["tokenizer", "pipeline"])
+def test_shipped_card_templates_equal_model_cards(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MUSE_HF_CARD_TEMPLATES", raising=False)
+    shipped = template_dir() / f"{kind}.md"
+    assert "src" in shipped.parts and shipped.read_bytes() == (REPO / "model_cards" / f"{kind}.md").read_bytes(), (
+        f"src/muse_hf/hub/templates/{kind}.md and model_cards/{kind}.md differ; edit both (the package ships the first)"
+    )

@@ -32,6 +32,7 @@ from muse_hf.validation import is_hub_id
 __all__ = [
     "CARD_KINDS",
     "REPO_ROOT",
+    "TEMPLATES",
     "CardKind",
     "MetricRow",
     "detect_kind",
@@ -44,6 +45,8 @@ __all__ = [
 
 #: The muse_hf checkout this package runs from (``model_cards/``, ``app.py`` and ``spaces/`` live there).
 REPO_ROOT = Path(__file__).resolve().parents[3]
+#: The card templates shipped as package data (copies of the repository's ``model_cards/``).
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 CardKind = Literal["tokenizer", "pipeline"]
 CARD_KINDS: tuple[str, ...] = ("tokenizer", "pipeline")
@@ -86,11 +89,11 @@ _BODY_ONLY_METRICS = {"encode_throughput", "decode_throughput", "gradient_cosine
 def template_dir() -> Path:
     """Folder holding the ``tokenizer.md`` / ``pipeline.md`` card templates.
 
-    ``MUSE_HF_CARD_TEMPLATES`` overrides it; the default is ``model_cards/`` at the repository root (a source
-    checkout or editable install).
+    ``MUSE_HF_CARD_TEMPLATES`` overrides it; the default is the copy shipped in the package (``muse_hf/hub/templates``,
+    equal to the repository's ``model_cards/``, which a test checks), so an installed wheel writes cards too.
     """
     env = os.environ.get("MUSE_HF_CARD_TEMPLATES")
-    return Path(env) if env else REPO_ROOT / "model_cards"
+    return Path(env) if env else TEMPLATES
 
 
 def _is_hub_id(value: Any) -> bool:

@@ -594,9 +594,11 @@ class MuseTokenizerModel(MusePreTrainedModel):
         """
         if os.fspath(vision) in OFFLINE_MODELS:
             # its 37x37 position grid (518 px) is not a multiple of 2 x patch; InternVL resizes it to any grid:
-            # an explicit image_size, else the preset's, else 224
-            default = PRESETS.get(preset, {}).get("image_size") or OFFLINE_IMAGE_SIZE[os.fspath(vision)]
-            overrides.setdefault("image_size", default)
+            # an explicit image_size, else the preset's when the preset has this backbone's patch (tiny-dinov2), else 224
+            spec = PRESETS.get(preset, {})
+            same_patch = list(spec.get("vision_config", {}).get("patch_size", [])) == [14, 14]
+            default = spec.get("image_size") if same_patch else None
+            overrides.setdefault("image_size", default or OFFLINE_IMAGE_SIZE[os.fspath(vision)])
             vision = resolve_pretrained(vision, architecture="internvl_vision")
         vision_config, vision_state = _load_internvl_vision(vision, revision=revision)
         overrides.setdefault("image_size", list(vision_config.image_size))

@@ -4,6 +4,7 @@ features equals encoding from pixels."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from muse_hf.models import MuseImageProcessor, MuseTokenizerModel
@@ -49,12 +50,8 @@ def test_shortcut_refused_when_not_the_same_network(offline_env) -> None:
 
 def test_vision_features_shape_is_checked(offline_env) -> None:
     model, _, _ = _pair(offline_env)
-    try:
+    with pytest.raises(ValueError, match="vision_features"):
         model.encode(torch.zeros(1, 3, 112, 112), vision_features=torch.zeros(1, 10, 384))
-    except ValueError as err:
-        assert "vision_features" in str(err)
-    else:  # pragma: no cover - the assertion below reports it
-        raise AssertionError("a mis-shaped vision_features was accepted")
 
 
 def test_preset_image_size_wins_over_the_offline_default(offline_env) -> None:

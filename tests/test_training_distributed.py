@@ -18,16 +18,39 @@ from conftest import TINY_TEST_OVERRIDES
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _data_and_model(tmp_path: Path, num_train: int, num_val: int) -> tuple[Path, dict]:
+    """A 32 px synthetic set and the tiny test model's overrides (384-d semantics for the packaged MiniLM)."""
+    from muse_hf.data import build_shapes_dataset
+
+    data = tmp_path / "shapes-32"
+    build_shapes_dataset(data, num_train=num_train, num_val=num_val, image_size=32, seed=0)
+    model = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY_TEST_OVERRIDES.items()}
+    model["semantic_dim"] = 384
+    return data, model
+
+
+def _launch(tmp_path: Path, cfg: dict, port: int, timeout: int, extra: list[str]) -> subprocess.CompletedProcess:
+    """`accelerate launch` examples/train.py on two CPU processes over gloo with ``cfg`` written as YAML.
+
+    `accelerate launch --cpu` starts several CPU processes only through mpirun; `--multi_gpu` (torchrun) with
+    ACCELERATE_USE_CPU=1 gives plain multi-process CPU DDP over gloo.
+    """
+    config_path = tmp_path / "cfg.yaml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "1"}
+    command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", *extra]
+    command += ["--dynamo_backend", "no", "--main_process_port", str(port)]
+    command += [str(REPO / "examples" / "train.py"), "--config", str(config_path)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.distributed
 def test_two_process_gloo_run_completes_and_loads(tmp_path: Path) -> None:
-    from muse_hf.data import build_shapes_dataset
     from muse_hf.models import MuseTokenizerModel
     from muse_hf.training.checkpointing import latest_checkpoint
 
-    data = tmp_path / "shapes-32"
-    build_shapes_dataset(data, num_train=32, num_val=8, image_size=32, seed=0)
-    model = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY_TEST_OVERRIDES.items()}
-    model["semantic_dim"] = 384
+    data, model = _data_and_model(tmp_path, num_train=32, num_val=8)
     out = tmp_path / "run"
     cfg = {
         "task": "tokenizer",
@@ -53,23 +76,7 @@ def test_two_process_gloo_run_completes_and_loads(tmp_path: Path) -> None:
         "logging_steps": 1,
         "report_to": "tensorboard",
     }
-    config_path = tmp_path / "cfg.yaml"
-    config_path.write_text(yaml.safe_dump(cfg))
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    # `accelerate launch --cpu` starts several CPU processes only through mpirun; `--multi_gpu` (torchrun) with
-    # ACCELERATE_USE_CPU=1 gives plain multi-process CPU DDP over gloo.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "1"}
-    proc = subprocess.run(
-        [
-            accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no", "--main_process_port", "29517",
-            str(REPO / "examples" / "train.py"), "--config", str(config_path),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=420,
-    )  # fmt: skip
+    proc = _launch(tmp_path, cfg, port=29517, timeout=420, extra=["--mixed_precision", "no"])
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["global_step"] == 2 and summary["nonfinite_steps"] == 0
@@ -90,14 +97,10 @@ def test_two_process_gloo_curriculum_runs_every_stage(tmp_path: Path) -> None:
     """Two stages in one `accelerate launch`: stage 2 must get a working process group after stage 1 (stage 1 used
     to destroy it) and an Accelerator of its own settings (stage 2 asks for another mixed precision, which the
     process-wide accelerate state refused), then both stages' models and checkpoints are complete."""
-    from muse_hf.data import build_shapes_dataset
     from muse_hf.models import MuseTokenizerModel
     from muse_hf.training.checkpointing import latest_checkpoint
 
-    data = tmp_path / "shapes-32"
-    build_shapes_dataset(data, num_train=16, num_val=4, image_size=32, seed=0)
-    model = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY_TEST_OVERRIDES.items()}
-    model["semantic_dim"] = 384
+    data, model = _data_and_model(tmp_path, num_train=16, num_val=4)
     out = tmp_path / "run"
     cfg = {
         "task": "tokenizer",
@@ -117,21 +120,7 @@ def test_two_process_gloo_curriculum_runs_every_stage(tmp_path: Path) -> None:
             "stage2": {"max_train_steps": 2, "semantic_weight": 0.5, "mixed_precision": "bf16"},
         },
     }
-    config_path = tmp_path / "cfg.yaml"
-    config_path.write_text(yaml.safe_dump(cfg))
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "1"}
-    proc = subprocess.run(
-        [
-            accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-            "--dynamo_backend", "no", "--main_process_port", "29518",
-            str(REPO / "examples" / "train.py"), "--config", str(config_path),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
+    proc = _launch(tmp_path, cfg, port=29518, timeout=300, extra=[])
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "destroy_process_group() was not called" not in proc.stderr  # torch's warning for a leaked group
     for name in ("stage1", "stage2"):

@@ -307,9 +307,9 @@ def test_plain_share_matches_the_scorer_and_never_uses_held_out_prompts(built: P
 
 
 def test_held_out_split_is_explicit_and_disjoint() -> None:
+    from muse_hf.data.captions import non_geneval_caption
     from muse_hf.data.shapes import (
         HELD_OUT_FRACTION,
-        _non_geneval_caption,
         held_out_contents,
         held_out_prompts,
         is_held_out,
@@ -355,4 +355,4 @@ def test_held_out_split_is_explicit_and_disjoint() -> None:
             rephrased += 1
             assert r["caption"] != raw and r["caption"].startswith("there is ")
     assert rephrased >= 1
-    assert _non_geneval_caption(sample_scene(np.random.default_rng(3), SIZE, SceneOptions(min_objects=2)))
+    assert non_geneval_caption(sample_scene(np.random.default_rng(3), SIZE, SceneOptions(min_objects=2)))

@@ -2,7 +2,9 @@
 
 * :func:`build_shapes_dataset` writes the deterministic synthetic scenes (parquet shards + dataset card);
   ``muse-hf build-data`` / ``python -m muse_hf.data`` is its CLI. :data:`LABEL_NAMES` / :func:`zero_shot_prompts`
-  give the class names and prompts for zero-shot evaluation.
+  give the class names and prompts for zero-shot evaluation. Modules: ``scenes`` (scene specification, sampling,
+  rendering), ``captions`` (labels, captions, edits), ``plain_scenes`` (GenEval-style scenes, the held-out split),
+  ``shapes`` (the parquet writer; it re-exports the other three).
 * :func:`photo_check_set` returns crops of scikit-image's photos for reconstruction checks on natural images.
 * :func:`load_image_text_stream` / :func:`load_edit_stream` stream (local shards, webdataset tars or Hub ids) with
   decoding guarded and skips counted; :func:`make_dataloader` batches them with workers, skip accounting and exact
@@ -18,22 +20,9 @@ from typing import Any
 
 _LAZY: dict[str, str] = {
     **dict.fromkeys(["PHOTO_CAPTIONS", "photo_check_dataset", "photo_check_set"], "photos"),
-    **dict.fromkeys(
-        [
-            "COLOURS",
-            "LABEL_NAMES",
-            "SHAPES",
-            "ZERO_SHOT_TEMPLATES",
-            "SceneOptions",
-            "build_shapes_dataset",
-            "label_of",
-            "render_scene",
-            "sample_scene",
-            "shapes_features",
-            "zero_shot_prompts",
-        ],
-        "shapes",
-    ),
+    **dict.fromkeys(["COLOURS", "SHAPES", "SceneOptions", "render_scene", "sample_scene"], "scenes"),
+    **dict.fromkeys(["LABEL_NAMES", "ZERO_SHOT_TEMPLATES", "label_of", "zero_shot_prompts"], "captions"),
+    **dict.fromkeys(["build_shapes_dataset", "shapes_features"], "shapes"),
     **dict.fromkeys(
         [
             "DEFAULT_MAX_PIXELS",

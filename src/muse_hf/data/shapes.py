@@ -24,12 +24,15 @@ distribution the unified model's GenEval-style scorer (:mod:`muse_hf.evaluation.
 the scorer's phrasing. A fixed, hash-chosen quarter of those object sets is held out for scoring
 (:func:`held_out_contents`): the scorer's prompts use only them, training scenes never, and no training caption is a
 held-out prompt (:func:`held_out_prompts`).
+
+This module is the parquet writer (:func:`build_shapes_dataset`, one sample by :func:`make_sample`) and the public
+face of the scenes: the scene specification, sampling and rendering live in :mod:`muse_hf.data.scenes`, labels,
+captions and edits in :mod:`muse_hf.data.captions`, plain scenes and the held-out split in
+:mod:`muse_hf.data.plain_scenes`; their public names are importable from here as before.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import math
 import multiprocessing
@@ -38,9 +41,6 @@ import shutil
 import struct
 import time
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,46 @@ import datasets
 import numpy as np
 
 from muse_hf.compat import moved_attribute
+from muse_hf.data.captions import (
+    LABEL_NAMES,
+    ZERO_SHOT_TEMPLATES,
+    label_of,
+    make_caption,
+    make_edit,
+    non_geneval_caption,
+    zero_shot_prompts,
+)
+from muse_hf.data.plain_scenes import (
+    HELD_OUT_FRACTION,
+    PLAIN_BACKGROUND,
+    PLAIN_CATEGORIES,
+    PLAIN_OPTIONS,
+    clear_relation,
+    content_key,
+    held_out_contents,
+    held_out_prompts,
+    is_held_out,
+    plain_object,
+    plain_prompt,
+    plain_spots,
+    sample_plain_scene,
+)
+from muse_hf.data.scenes import (
+    BACKGROUND_PALETTE,
+    BACKGROUNDS,
+    COLOURS,
+    SHAPES,
+    SIZES,
+    TEXTURES,
+    Background,
+    Scene,
+    SceneObject,
+    SceneOptions,
+    object_records,
+    render_background,
+    render_scene,
+    sample_scene,
+)
 from muse_hf.validation import PNG_SIGNATURE
 
 __all__ = [
@@ -84,709 +124,9 @@ __all__ = [
     "zero_shot_prompts",
 ]
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond")
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (215, 40, 40),
-    "green": (40, 160, 60),
-    "blue": (45, 85, 215),
-    "yellow": (235, 200, 35),
-    "purple": (135, 60, 175),
-    "orange": (240, 135, 30),
-}
-TEXTURES: tuple[str, ...] = ("plain", "striped", "checkered", "dotted")
-SIZES: dict[str, float] = {"small": 0.10, "medium": 0.14, "large": 0.19}  # radius / image side
-BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "stripes", "checker", "noise")
-# muted background palette (name used in captions for plain backgrounds)
-BACKGROUND_PALETTE: dict[str, tuple[int, int, int]] = {
-    "white": (236, 236, 230),
-    "light grey": (200, 200, 198),
-    "grey": (128, 128, 130),
-    "dark grey": (62, 62, 68),
-    "beige": (224, 210, 184),
-    "pale blue": (190, 208, 226),
-    "pale green": (200, 224, 196),
-}
-_BG_WORD = {"gradient": "graded", "stripes": "striped", "checker": "checkered", "noise": "noisy"}
-
-#: Class names, ``label = shape_index * len(COLOURS) + colour_index``.
-LABEL_NAMES: list[str] = [f"{c} {s}" for s in SHAPES for c in COLOURS]
-#: CLIP-style prompt templates for zero-shot classification (ensemble: average the text embeddings per label).
-ZERO_SHOT_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {label}.",
-    "a {label}.",
-    "a picture of a {label}.",
-    "an image with a {label}.",
-)
 SPLITS: tuple[str, ...] = ("train", "validation")
 _SPLIT_CODE = {"train": 0, "validation": 1}
 _PNG_LEVEL = 1  # fastest zlib level; for these flat images it is also about the smallest
-_MIN_VISIBLE = 0.45  # an occluded object keeps at least this fraction of its pixels
-
-
-def label_of(colour: str, shape: str) -> int:
-    """Class index of ``"{colour} {shape}"`` in :data:`LABEL_NAMES`."""
-    try:
-        return SHAPES.index(shape) * len(COLOURS) + list(COLOURS).index(colour)
-    except ValueError as err:
-        raise ValueError(
-            f"unknown colour/shape {colour!r}/{shape!r}; colours {list(COLOURS)}, shapes {SHAPES}"
-        ) from err
-
-
-def zero_shot_prompts(
-    templates: Sequence[str] = ZERO_SHOT_TEMPLATES, label_names: Sequence[str] | None = None
-) -> list[list[str]]:
-    """Zero-shot prompts, one list per class: ``prompts[label][t] = templates[t].format(label=name)``.
-
-    Args:
-        templates: Templates with a ``{label}`` field (CLIP-style ensembling: average the text embeddings of a class).
-        label_names: Class names (default :data:`LABEL_NAMES`, aligned with the dataset's ``label`` column).
-
-    Returns:
-        ``len(label_names)`` lists of ``len(templates)`` prompts.
-    """
-    names = list(LABEL_NAMES if label_names is None else label_names)
-    if isinstance(templates, str):
-        templates = [templates]
-    if not templates or any("{label}" not in t for t in templates):
-        raise ValueError(f"every template needs a '{{label}}' field, e.g. 'a photo of a {{label}}.'; got {templates!r}")
-    return [[t.format(label=n) for t in templates] for n in names]
-
-
-# ---------------------------------------------------------------------------------------------------------- scene spec
-@dataclass(frozen=True)
-class SceneObject:
-    """One object of a scene. ``cx, cy, r`` in pixels; texture parameters are in object-local pixels."""
-
-    shape: str
-    colour: str
-    texture: str
-    size: str
-    cx: float
-    cy: float
-    r: float
-    period: float = 6.0
-    angle: int = 0  # stripe angle in degrees (0, 45, 90, 135)
-
-    @property
-    def name(self) -> str:
-        """``"{colour} {shape}"``: the class name and the unambiguous reference used in captions."""
-        return f"{self.colour} {self.shape}"
-
-    def phrase(self) -> str:
-        """Noun phrase with article: ``"a large striped red circle"``."""
-        words = [w for w in (self.size if self.size != "medium" else "", _TEXTURE_WORD[self.texture]) if w]
-        words += [self.colour, self.shape]
-        return _article(words[0]) + " " + " ".join(words)
-
-
-_TEXTURE_WORD = {"plain": "", "striped": "striped", "checkered": "checkered", "dotted": "dotted"}
-
-
-@dataclass(frozen=True)
-class Background:
-    """Background specification (rendered deterministically; ``seed`` drives the noise)."""
-
-    kind: str
-    colours: tuple[str, str]
-    period: float
-    angle: int
-    seed: int
-
-    def word(self) -> str:
-        return self.colours[0] if self.kind == "plain" else _BG_WORD[self.kind]
-
-
-@dataclass(frozen=True)
-class Scene:
-    """A full scene: background + objects in drawing order (later objects occlude earlier ones)."""
-
-    size: int
-    background: Background
-    objects: tuple[SceneObject, ...] = field(default_factory=tuple)
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-# ------------------------------------------------------------------------------------------------------- rasterisation
-def _shape_mask(obj: SceneObject, size: int) -> tuple[np.ndarray, int, int]:
-    """Boolean mask of ``obj`` over its bounding box: (mask (h, w), y0, x0). Pixel centres are sampled."""
-    r = obj.r
-    x0, x1 = max(0, int(math.floor(obj.cx - r - 1))), min(size, int(math.ceil(obj.cx + r + 1)))
-    y0, y1 = max(0, int(math.floor(obj.cy - r - 1))), min(size, int(math.ceil(obj.cy + r + 1)))
-    dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - obj.cy)[:, None]  # (h, 1)
-    dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - obj.cx)[None, :]  # (1, w)
-    s = obj.shape
-    if s == "circle":
-        m = dx * dx + dy * dy <= r * r
-    elif s == "square":
-        m = np.maximum(np.abs(dx), np.abs(dy)) <= 0.8 * r
-    elif s == "diamond":
-        m = np.abs(dx) + np.abs(dy) <= 1.05 * r
-    elif s == "triangle":  # equilateral, apex up, circumradius r
-        m = (dy <= 0.5 * r) & (math.sqrt(3.0) * np.abs(dx) <= dy + r)
-    elif s == "cross":
-        a, b = np.abs(dx), np.abs(dy)
-        arm = 0.34 * r
-        m = ((a <= 0.95 * r) & (b <= arm)) | ((b <= 0.95 * r) & (a <= arm))
-    elif s == "star":  # five points, inner radius 0.45 r
-        theta = np.arctan2(dx, -dy)  # 0 at the top
-        sector = 2 * math.pi / 5
-        phi = np.abs(np.mod(theta + sector / 2, sector) - sector / 2)  # angle to nearest tip, [0, 36 deg]
-        rho = np.sqrt(dx * dx + dy * dy)
-        px, py = rho * np.cos(phi), rho * np.sin(phi)
-        tx, ix, iy = r, 0.45 * r * math.cos(sector / 2), 0.45 * r * math.sin(sector / 2)
-        # inside iff P is on the centre's side of the edge tip -> inner vertex (the centre gives iy * tx > 0)
-        m = (ix - tx) * py - iy * (px - tx) >= 0
-    else:
-        raise ValueError(f"unknown shape {s!r}; expected one of {SHAPES}")
-    return m, y0, x0  # every formula mixes dx (1, w) and dy (h, 1): m is (h, w)
-
-
-def _texture(obj: SceneObject, y0: int, x0: int, h: int, w: int) -> np.ndarray:
-    """Colour of ``obj`` over its box, (h, w, 3) uint8, pattern anchored at the object centre."""
-    base = np.array(COLOURS[obj.colour], np.float32)
-    out = np.empty((h, w, 3), np.float32)
-    out[:] = base
-    if obj.texture == "plain":
-        return out.astype(np.uint8)
-    dy = (np.arange(y0, y0 + h, dtype=np.float32) + 0.5 - obj.cy)[:, None]
-    dx = (np.arange(x0, x0 + w, dtype=np.float32) + 0.5 - obj.cx)[None, :]
-    p = obj.period
-    if obj.texture == "striped":
-        a = math.radians(obj.angle)
-        t = dx * math.cos(a) + dy * math.sin(a)
-        alt = np.floor(t / p).astype(np.int64) % 2 == 1
-        other = base * 0.4
-    elif obj.texture == "checkered":
-        alt = (np.floor(dx / p).astype(np.int64) + np.floor(dy / p).astype(np.int64)) % 2 == 1
-        other = base * 0.25 + 0.75 * 245.0
-    else:  # dotted
-        q = 2.0 * p
-        ddx = np.mod(dx, q) - q / 2
-        ddy = np.mod(dy, q) - q / 2
-        alt = ddx * ddx + ddy * ddy <= (0.55 * p) ** 2
-        other = base * 0.35
-    if alt.shape != (h, w):  # stripes along one axis depend on dx or dy only
-        alt = np.broadcast_to(alt, (h, w))
-    out[alt] = other
-    return out.astype(np.uint8)
-
-
-def _render_background(bg: Background, size: int) -> np.ndarray:
-    c1 = np.array(BACKGROUND_PALETTE[bg.colours[0]], np.float32)
-    c2 = np.array(BACKGROUND_PALETTE[bg.colours[1]], np.float32)
-    img = np.empty((size, size, 3), np.float32)
-    img[:] = c1
-    if bg.kind == "plain":
-        return img.astype(np.uint8)
-    yy = np.arange(size, dtype=np.float32)[:, None] + 0.5
-    xx = np.arange(size, dtype=np.float32)[None, :] + 0.5
-    a = math.radians(bg.angle)
-    if bg.kind == "gradient":
-        t = (xx * math.cos(a) + yy * math.sin(a)) / size
-        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-        img = c1 + (c2 - c1) * t[..., None]
-    elif bg.kind == "stripes":
-        alt = np.floor((xx * math.cos(a) + yy * math.sin(a)) / bg.period).astype(np.int64) % 2 == 1
-        img[np.broadcast_to(alt, (size, size))] = c2
-    elif bg.kind == "checker":
-        alt = (np.floor(xx / bg.period).astype(np.int64) + np.floor(yy / bg.period).astype(np.int64)) % 2 == 1
-        img[np.broadcast_to(alt, (size, size))] = c2
-    elif bg.kind == "noise":
-        noise = np.random.default_rng(bg.seed).normal(0.0, 14.0, size=(size, size, 1)).astype(np.float32)
-        img = img + noise
-    else:
-        raise ValueError(f"unknown background kind {bg.kind!r}; expected one of {BACKGROUNDS}")
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def render_scene(scene: Scene, background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Render a scene.
-
-    Args:
-        scene: The scene specification.
-        background: The already rendered ``scene.background`` (S, S, 3) uint8, to reuse (it is copied).
-
-    Returns:
-        ``image`` (S, S, 3) uint8 and ``mask`` (S, S) uint8 with ``i + 1`` on the visible pixels of
-        ``scene.objects[i]`` and 0 on the background.
-    """
-    s = scene.size
-    image = _render_background(scene.background, s) if background is None else background.copy()  # (S, S, 3)
-    mask = np.zeros((s, s), np.uint8)  # (S, S)
-    for i, obj in enumerate(scene.objects):
-        m, y0, x0 = _shape_mask(obj, s)
-        h, w = m.shape
-        tex = _texture(obj, y0, x0, h, w)
-        region = image[y0 : y0 + h, x0 : x0 + w]
-        region[m] = tex[m]
-        mask[y0 : y0 + h, x0 : x0 + w][m] = i + 1
-    return image, mask
-
-
-def _object_records(scene: Scene, mask: np.ndarray) -> list[dict[str, Any]]:
-    """Per-object metadata with the visible bbox ``[x0, y0, x1, y1]`` (inclusive) and the centre ``[x, y]``."""
-    records = []
-    s = scene.size
-    for i, obj in enumerate(scene.objects):
-        # the object's pixels lie inside its disc's box: search only there
-        x0, y0 = max(0, int(obj.cx - obj.r - 2)), max(0, int(obj.cy - obj.r - 2))
-        x1, y1 = min(s, int(obj.cx + obj.r + 3)), min(s, int(obj.cy + obj.r + 3))
-        ys, xs = np.nonzero(mask[y0:y1, x0:x1] == i + 1)
-        bbox = (
-            [int(xs.min()) + x0, int(ys.min()) + y0, int(xs.max()) + x0, int(ys.max()) + y0]
-            if xs.size
-            else [0, 0, 0, 0]
-        )
-        records.append(
-            {
-                "shape": obj.shape,
-                "colour": obj.colour,
-                "texture": obj.texture,
-                "size": obj.size,
-                "bbox": bbox,
-                "centre": [round(float(obj.cx), 3), round(float(obj.cy), 3)],
-            }
-        )
-    return records
-
-
-# ------------------------------------------------------------------------------------------------------------ sampling
-@dataclass(frozen=True)
-class SceneOptions:
-    """Knobs of the scene distribution (probabilities per sample / per object)."""
-
-    min_objects: int = 1
-    max_objects: int = 4
-    texture_prob: float = 0.35
-    textured_background_prob: float = 0.5
-    same_colour_prob: float = 0.3
-    occlusion_prob: float = 0.25
-
-    def validate(self) -> None:
-        if not 1 <= self.min_objects <= self.max_objects <= 4:
-            raise ValueError(
-                f"need 1 <= min_objects <= max_objects <= 4; got min_objects={self.min_objects}, "
-                f"max_objects={self.max_objects}"
-            )
-        for name in ("texture_prob", "textured_background_prob", "same_colour_prob", "occlusion_prob"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1]; got {v}")
-
-
-def _pick(rng: np.random.Generator, seq: Sequence[Any]) -> Any:
-    return seq[int(rng.integers(len(seq)))]
-
-
-def _visible_ok(objects: Sequence[SceneObject], size: int) -> bool:
-    """Every object keeps at least ``_MIN_VISIBLE`` of its pixels after occlusion by later objects."""
-    full = []
-    for obj in objects:
-        m, y0, x0 = _shape_mask(obj, size)
-        canvas = np.zeros((size, size), bool)
-        canvas[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
-        full.append(canvas)
-    cover = np.zeros((size, size), bool)
-    for canvas in reversed(full):
-        total = int(canvas.sum())
-        if total == 0 or int((canvas & ~cover).sum()) < _MIN_VISIBLE * total:
-            return False
-        cover |= canvas
-    return True
-
-
-def _free(cx: float, cy: float, r: float, others: Sequence[SceneObject], margin: float) -> bool:
-    return all(math.hypot(cx - o.cx, cy - o.cy) >= r + o.r + margin for o in others)
-
-
-def _place(
-    rng: np.random.Generator,
-    size: int,
-    r: float,
-    others: Sequence[SceneObject],
-    anchor: SceneObject | None = None,
-    dist_range: tuple[float, float] = (0.0, 0.0),
-    tries: int = 40,
-) -> tuple[float, float] | None:
-    """A centre for a new object of radius ``r``: free of ``others`` (except ``anchor``, at a given distance)."""
-    lo, hi = r + 1.0, size - r - 1.0
-    if lo > hi:
-        return None
-    for _ in range(tries):
-        if anchor is None:
-            cx, cy = float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi))
-            if _free(cx, cy, r, others, margin=1.5):
-                return cx, cy
-        else:
-            d = float(rng.uniform(*dist_range)) * (r + anchor.r)
-            a = float(rng.uniform(0.0, 2 * math.pi))
-            cx, cy = anchor.cx + d * math.cos(a), anchor.cy + d * math.sin(a)
-            if not (lo <= cx <= hi and lo <= cy <= hi):
-                continue
-            if _free(cx, cy, r, [o for o in others if o is not anchor], margin=1.5):
-                return cx, cy
-    return None
-
-
-def _new_object(
-    rng: np.random.Generator,
-    size: int,
-    opts: SceneOptions,
-    size_names: Sequence[str],
-    colour: str | None = None,
-) -> SceneObject:
-    scale = size / 64.0
-    texture = "plain" if rng.random() >= opts.texture_prob else _pick(rng, TEXTURES[1:])
-    size_name = _pick(rng, size_names)
-    return SceneObject(
-        shape=_pick(rng, SHAPES),
-        colour=colour if colour is not None else _pick(rng, list(COLOURS)),
-        texture=texture,
-        size=size_name,
-        cx=0.0,
-        cy=0.0,
-        r=SIZES[size_name] * size,
-        period=float(rng.integers(3, 5)) * scale,
-        angle=int(_pick(rng, (0, 45, 90, 135))),
-    )
-
-
-def _sample_background(rng: np.random.Generator, size: int, opts: SceneOptions) -> Background:
-    names = list(BACKGROUND_PALETTE)
-    kind = "plain" if rng.random() >= opts.textured_background_prob else _pick(rng, BACKGROUNDS[1:])
-    i = int(rng.integers(len(names)))
-    j = (i + 1 + int(rng.integers(len(names) - 1))) % len(names)
-    return Background(
-        kind=kind,
-        colours=(names[i], names[j]),
-        period=float(rng.integers(6, 11)) * size / 64.0,
-        angle=int(_pick(rng, (0, 45, 90, 135))),
-        seed=int(rng.integers(2**31 - 1)),
-    )
-
-
-def sample_scene(rng: np.random.Generator, size: int = 64, options: SceneOptions | None = None) -> Scene:
-    """Draw a random scene: the main (largest) object first, then 0-3 smaller ones, free, touching or occluding.
-
-    Args:
-        rng: The only source of randomness.
-        size: Image side in pixels (>= 32).
-        options: Distribution knobs.
-
-    Returns:
-        A :class:`Scene` whose ``objects[0]`` is strictly the largest object.
-    """
-    opts = options or SceneOptions()
-    background = _sample_background(rng, size, opts)
-    n = int(rng.integers(opts.min_objects, opts.max_objects + 1))
-    main_obj = _new_object(rng, size, opts, ("medium", "large"))
-    pos = _place(rng, size, main_obj.r, [])
-    assert pos is not None  # the main object always fits on an empty canvas
-    objects = [replace(main_obj, cx=pos[0], cy=pos[1])]
-    smaller = ("small",) if main_obj.size == "medium" else ("small", "medium")
-    for _ in range(n - 1):
-        anchor = _pick(rng, objects)
-        mode_draw = rng.random()
-        if mode_draw < opts.same_colour_prob:
-            mode, colour = "touch", anchor.colour
-        elif mode_draw < opts.same_colour_prob + opts.occlusion_prob:
-            mode, colour = "occlude", None
-        else:
-            mode, colour = "free", None
-        obj = _new_object(rng, size, opts, smaller, colour=colour)
-        placed = None
-        if mode == "touch":
-            pos = _place(rng, size, obj.r, objects, anchor, (1.0, 1.12))
-            placed = replace(obj, cx=pos[0], cy=pos[1]) if pos else None
-        elif mode == "occlude":
-            for _attempt in range(6):
-                pos = _place(rng, size, obj.r, objects, anchor, (0.55, 0.85), tries=10)
-                if pos is None:
-                    break
-                cand = replace(obj, cx=pos[0], cy=pos[1])
-                if _visible_ok([*objects, cand], size):
-                    placed = cand
-                    break
-        if placed is None:
-            pos = _place(rng, size, obj.r, objects)
-            placed = replace(obj, cx=pos[0], cy=pos[1]) if pos else None
-        if placed is not None:
-            objects.append(placed)
-    return Scene(size=size, background=background, objects=tuple(objects))
-
-
-# ----------------------------------------------------------------------------------------------------------- captions
-def _relation(a: SceneObject, b: SceneObject) -> str:
-    """Where ``a`` is relative to ``b``: "left of", "right of", "above", "below" (image coordinates)."""
-    dx, dy = a.cx - b.cx, a.cy - b.cy
-    if abs(dx) >= abs(dy):
-        return "left of" if dx < 0 else "right of"
-    return "above" if dy < 0 else "below"
-
-
-_NUMBER = {1: "one", 2: "two", 3: "three", 4: "four"}
-
-
-def make_caption(scene: Scene, rng: np.random.Generator) -> str:
-    """A caption naming every object (``"{colour} {shape}"`` appears once per object) and relations to the main one."""
-    objs = scene.objects
-    main_obj = objs[0]
-    bg = scene.background.word()
-    if len(objs) == 1:
-        templates = (
-            "{a0}",
-            "a photo of {a0}",
-            "{a0} on {abg} {bg} background",
-            "there is {a0} in the picture",
-        )
-        t = _pick(rng, templates)
-        return t.format(a0=main_obj.phrase(), abg=_article(bg), bg=bg)
-    choice = int(rng.integers(4))
-    rest = objs[1:]
-    if choice == 0:  # "a red circle with a blue square left of it, and ..."
-        parts = [f"{o.phrase()} {_relation(o, main_obj)} it" for o in rest]
-        return f"{main_obj.phrase()} with " + _join(parts)
-    if choice == 1:  # "a blue square left of a red circle, a green star above the red circle"
-        first = f"{rest[0].phrase()} {_relation(rest[0], main_obj)} {main_obj.phrase()}"
-        more = [f"{o.phrase()} {_relation(o, main_obj)} the {main_obj.shape}" for o in rest[1:]]
-        return ", ".join([first, *more])
-    if choice == 2:  # "three objects: a red circle, a blue square and a green star"
-        return f"{_NUMBER[len(objs)]} objects on {_article(bg)} {bg} background: " + _join([o.phrase() for o in objs])
-    # "a red circle right of a blue square; a green star is below the circle"
-    head = f"{main_obj.phrase()} {_relation(main_obj, rest[0])} {rest[0].phrase()}"
-    more = [f"{o.phrase()} is {_relation(o, main_obj)} the {main_obj.shape}" for o in rest[1:]]
-    return "; ".join([head, *more])
-
-
-def _join(parts: Sequence[str]) -> str:
-    if len(parts) == 1:
-        return parts[0]
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-# --------------------------------------------------------------------------------------------------------------- edits
-def make_edit(scene: Scene, rng: np.random.Generator, opts: SceneOptions) -> tuple[str, str, Scene]:
-    """Pick one feasible edit (recolour / move / add / remove one object) and apply it to the scene spec.
-
-    Objects are referred to by ``"{colour} {shape}"``, so only objects with a unique name are edited.
-
-    Returns:
-        ``(edit_type, instruction, target_scene)``.
-    """
-    size = scene.size
-    objs = list(scene.objects)
-    names = [o.name for o in objs]
-    unique = [i for i, o in enumerate(objs) if names.count(o.name) == 1]
-    ops = ["recolour", "move", "add", "remove"]
-    start = int(rng.integers(len(ops)))
-    for op in ops[start:] + ops[:start]:
-        if op == "recolour" and unique:
-            i = _pick(rng, unique)
-            o = objs[i]
-            colours = [c for c in COLOURS if c != o.colour and f"{c} {o.shape}" not in names]
-            if not colours:
-                continue
-            new = _pick(rng, colours)
-            objs[i] = replace(o, colour=new)
-            verb = _pick(rng, ("make the {n} {c}", "change the colour of the {n} to {c}", "paint the {n} {c}"))
-            return "recolour", verb.format(n=o.name, c=new), replace(scene, objects=tuple(objs))
-        if op == "move" and unique:
-            i = _pick(rng, unique)
-            o = objs[i]
-            others = objs[:i] + objs[i + 1 :]
-            for direction in rng.permutation(4):
-                d = float(rng.uniform(0.2, 0.35)) * size
-                dx, dy = [(-d, 0.0), (d, 0.0), (0.0, -d), (0.0, d)][int(direction)]
-                cx, cy = o.cx + dx, o.cy + dy
-                lo, hi = o.r + 1.0, size - o.r - 1.0
-                if lo <= cx <= hi and lo <= cy <= hi and _free(cx, cy, o.r, others, margin=1.5):
-                    objs[i] = replace(o, cx=cx, cy=cy)
-                    where = ("to the left", "to the right", "up", "down")[int(direction)]
-                    return "move", f"move the {o.name} {where}", replace(scene, objects=tuple(objs))
-            continue
-        if op == "add" and len(objs) < 4:
-            smaller = ("small",) if objs[0].size == "medium" else ("small", "medium")
-            obj = _new_object(rng, size, opts, smaller)
-            if obj.name in names:
-                continue
-            pos = _place(rng, size, obj.r, objs)
-            if pos is None:
-                continue
-            obj = replace(obj, cx=pos[0], cy=pos[1])
-            instr = f"add {obj.phrase()} {_relation(obj, objs[0])} the {objs[0].name}"
-            return "add", instr, replace(scene, objects=(*objs, obj))
-        if op == "remove" and len(objs) >= 2 and unique:
-            i = _pick(rng, unique)
-            o = objs.pop(i)
-            verb = _pick(rng, ("remove the {n}", "delete the {n}", "take away the {n}"))
-            return "remove", verb.format(n=o.name), replace(scene, objects=tuple(objs))
-    # always feasible fallback: recolour the main object's colour to one not yet used by its shape
-    o = objs[0]
-    new = next(c for c in COLOURS if c != o.colour)
-    objs[0] = replace(o, colour=new)
-    return "recolour", f"make the {o.name} {new}", replace(scene, objects=tuple(objs))
-
-
-# ------------------------------------------------------------------------------------- plain scenes and the held-out set
-#: The share of GenEval-style object sets held out for scoring (see :func:`held_out_contents`).
-HELD_OUT_FRACTION = 0.25
-#: GenEval's categories, as :func:`muse_hf.evaluation.geneval.geneval_prompts` draws them.
-PLAIN_CATEGORIES: tuple[str, ...] = ("single_object", "colors", "two_object", "color_attr", "counting", "position")
-#: The background of plain scenes and of the GenEval-style prompts' reference renders.
-PLAIN_BACKGROUND = Background("plain", ("white", "light grey"), 8.0, 0, 0)
-#: Scene options of plain scenes' edits (no texture, no occlusion, no same-colour neighbours).
-PLAIN_OPTIONS = SceneOptions(
-    max_objects=3, texture_prob=0.0, textured_background_prob=0.0, same_colour_prob=0.0, occlusion_prob=0.0
-)
-_PLAIN_SALT = b"muse_hf geneval held-out v1"
-
-
-def content_key(names: Sequence[str]) -> str:
-    """What a GenEval-style prompt asks for, independent of phrasing and order: its sorted ``"colour shape"`` names."""
-    return "|".join(sorted(names))
-
-
-def _content_rank(key: str) -> bytes:
-    return hashlib.blake2b(key.encode(), digest_size=8, key=_PLAIN_SALT).digest()
-
-
-@lru_cache(maxsize=1)
-def held_out_contents() -> frozenset[str]:
-    """The object sets (:func:`content_key`) reserved for scoring: never drawn as plain training scenes.
-
-    GenEval-style prompts name 1-3 objects with distinct shapes and distinct colours. For each object count, all such
-    sets are ranked by a keyed BLAKE2b hash of their key and the first ``ceil(HELD_OUT_FRACTION * n)`` are held out
-    (9 of 36 single objects, 113 of 450 pairs, 600 of 2400 triples): deterministic, independent of any seed, and
-    every phrasing and order of a held-out set is held out with it.
-    """
-    held: set[str] = set()
-    for n in (1, 2, 3):
-        keys = {
-            content_key([f"{c} {s}" for c, s in zip(colours, shapes)])
-            for shapes in itertools.combinations(SHAPES, n)
-            for colours in itertools.permutations(COLOURS, n)
-        }
-        ranked = sorted(keys, key=_content_rank)
-        held.update(ranked[: math.ceil(HELD_OUT_FRACTION * len(ranked))])
-    return frozenset(held)
-
-
-def is_held_out(names: Sequence[str]) -> bool:
-    """Whether the object set ``names`` (``"colour shape"`` strings) is reserved for scoring."""
-    return content_key(names) in held_out_contents()
-
-
-def _plain_phrase(obj: SceneObject) -> str:
-    return f"{_article(obj.colour)} {obj.colour} {obj.shape}"
-
-
-def plain_prompt(category: str, objects: Sequence[SceneObject]) -> str:
-    """The GenEval-style prompt of ``category`` for ``objects`` (the scorer's phrasing).
-
-    ``single_object``: "a red circle"; ``colors``: "a photo of a green star"; ``two_object`` / ``color_attr`` /
-    ``counting``: "two objects on a white background: a red circle and a blue square" (three for three objects);
-    ``position``: "a blue square left of a red circle" (``objects[1]`` relative to ``objects[0]``).
-    """
-    if category in ("single_object", "colors"):
-        return _plain_phrase(objects[0]) if category == "single_object" else f"a photo of {_plain_phrase(objects[0])}"
-    if category == "position":
-        return f"{_plain_phrase(objects[1])} {_relation(objects[1], objects[0])} {_plain_phrase(objects[0])}"
-    if category not in PLAIN_CATEGORIES:
-        raise ValueError(f"unknown category {category!r}; expected one of {PLAIN_CATEGORIES}")
-    listing = ", ".join(_plain_phrase(o) for o in objects[:-1]) + f" and {_plain_phrase(objects[-1])}"
-    return f"{_NUMBER[len(objects)]} objects on a white background: {listing}"
-
-
-@lru_cache(maxsize=1)
-def held_out_prompts() -> frozenset[str]:
-    """Every GenEval-style prompt (:func:`plain_prompt`, any order and relation) of a held-out object set.
-
-    No training caption of :func:`build_shapes_dataset` is one of these strings.
-    """
-    texts: set[str] = set()
-    for key in held_out_contents():
-        names = key.split("|")
-        objs = [SceneObject(n.split()[1], n.split()[0], "plain", "medium", 0.0, 0.0, 1.0) for n in names]
-        for order in itertools.permutations(objs):
-            if len(order) == 1:
-                texts.update(plain_prompt(c, order) for c in ("single_object", "colors"))
-                continue
-            texts.add(plain_prompt("two_object", order))
-            if len(order) == 2:
-                a, b = order
-                texts.update(
-                    f"{_plain_phrase(b)} {rel} {_plain_phrase(a)}" for rel in ("left of", "right of", "above", "below")
-                )
-    return frozenset(texts)
-
-
-def plain_spots(rng: np.random.Generator, n: int, size: int) -> list[tuple[float, float]]:
-    """``n`` well-separated centres for medium objects (GenEval-style scenes: no touching, no occlusion)."""
-    r = SIZES["medium"] * size
-    for _ in range(200):
-        pts = [(float(rng.uniform(r + 2, size - r - 2)), float(rng.uniform(r + 2, size - r - 2))) for _ in range(n)]
-        if all(math.hypot(a[0] - b[0], a[1] - b[1]) > 2 * r + 0.12 * size for a, b in itertools.combinations(pts, 2)):
-            return pts
-    raise RuntimeError("could not place objects")  # pragma: no cover - 200 tries always suffice for n <= 3
-
-
-def clear_relation(spots: Sequence[tuple[float, float]]) -> bool:
-    """Whether the first two centres have an unambiguous relation (one axis at least twice the other)."""
-    dx, dy = abs(spots[0][0] - spots[1][0]), abs(spots[0][1] - spots[1][1])
-    return max(dx, dy) >= 2.0 * min(dx, dy)
-
-
-def plain_object(shape: str, colour: str, cx: float, cy: float, size: int, size_name: str = "medium") -> SceneObject:
-    """A plain (untextured) object as the GenEval-style scenes draw it."""
-    return SceneObject(shape, colour, "plain", size_name, cx, cy, SIZES[size_name] * size)
-
-
-def sample_plain_scene(
-    rng: np.random.Generator,
-    size: int = 64,
-    category: str | None = None,
-    held_out: bool = False,
-    num_objects: int | None = None,
-) -> tuple[str, str, Scene]:
-    """Draw a GenEval-style scene and its prompt: 1-3 medium plain objects with distinct shapes and colours,
-    separated, on a white background.
-
-    Args:
-        rng: The only source of randomness.
-        size: Image side.
-        category: One of :data:`PLAIN_CATEGORIES`; ``None`` draws one uniformly.
-        held_out: Draw only held-out object sets (scoring) instead of only non-held-out ones (training).
-        num_objects: ``counting`` only: 2 or 3 objects (``None``: drawn).
-
-    Returns:
-        ``(category, prompt, scene)``.
-    """
-    if category is None:
-        category = _pick(rng, PLAIN_CATEGORIES)
-    if category not in PLAIN_CATEGORIES:
-        raise ValueError(f"unknown category {category!r}; expected one of {PLAIN_CATEGORIES}")
-    if category == "counting":
-        n = num_objects if num_objects is not None else 2 + int(rng.integers(2))
-        if n not in (2, 3):
-            raise ValueError(f"counting scenes have 2 or 3 objects; got num_objects={n}")
-    else:
-        n = 1 if category in ("single_object", "colors") else 2
-    for _ in range(1000):
-        shapes = rng.choice(SHAPES, size=n, replace=False)
-        colours = rng.choice(list(COLOURS), size=n, replace=False)
-        if is_held_out([f"{c} {s}" for s, c in zip(shapes, colours)]) == held_out:
-            break
-    else:  # pragma: no cover - a quarter of the sets are held out: 1000 draws never all miss
-        raise RuntimeError("could not draw an object set on the requested side of the held-out split")
-    spots = plain_spots(rng, n, size)
-    while category == "position" and not clear_relation(spots):  # the relation must be unambiguous
-        spots = plain_spots(rng, n, size)
-    objs = tuple(plain_object(str(s), str(c), x, y, size) for s, c, (x, y) in zip(shapes, colours, spots))
-    return category, plain_prompt(category, objs), Scene(size, PLAIN_BACKGROUND, objs)
 
 
 # ------------------------------------------------------------------------------------------------------------ dataset
@@ -845,14 +185,6 @@ def _png(array: np.ndarray) -> bytes:
     )
 
 
-def _non_geneval_caption(scene: Scene) -> str:
-    """A caption of ``scene`` that is never a GenEval-style prompt (used when the drawn one is a held-out prompt)."""
-    objs = scene.objects
-    if len(objs) == 1:
-        return f"there is {objs[0].phrase()} in the picture"
-    return f"{objs[0].phrase()} with " + _join([f"{o.phrase()} {_relation(o, objs[0])} it" for o in objs[1:]])
-
-
 def make_sample(
     index: int, split: str, seed: int, image_size: int, options: SceneOptions, plain_fraction: float = 0.0
 ) -> dict[str, Any]:
@@ -873,8 +205,8 @@ def make_sample(
         scene = sample_scene(rng, image_size, options)
         caption = make_caption(scene, rng)
         if caption in held_out_prompts():
-            caption = _non_geneval_caption(scene)
-    background = _render_background(scene.background, image_size)
+            caption = non_geneval_caption(scene)
+    background = render_background(scene.background, image_size)
     image, mask = render_scene(scene, background)
     edit_type, instruction, target_scene = make_edit(scene, rng, options)
     target, target_mask = render_scene(target_scene, background)
@@ -886,13 +218,13 @@ def make_sample(
         "caption": caption,
         "label": label_of(main_obj.colour, main_obj.shape),
         "mask": {"bytes": _png(mask), "path": None},
-        "objects": _object_records(scene, mask),
+        "objects": object_records(scene, mask),
         "background": scene.background.kind,
         "source_image": {"bytes": image_png, "path": None},
         "instruction": instruction,
         "target_image": {"bytes": _png(target), "path": None},
         "edit_type": edit_type,
-        "target_objects": _object_records(target_scene, target_mask),
+        "target_objects": object_records(target_scene, target_mask),
     }
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from muse_hf.data.shapes import make_caption, render_scene, sample_scene
+from muse_hf.data.captions import make_caption
+from muse_hf.data.scenes import render_scene, sample_scene
 from muse_hf.demo.inputs import (
     MAX_GUIDANCE,
     MAX_NEW_TOKENS,
@@ -121,7 +122,7 @@ class MuseDemo:
             The image and a state ``{"key": content hash, "mask": (H, W) uint8, "caption": str}``.
         """
         if self.scene_render is None:
-            raise Refused("The synthetic scene renderer (muse_hf.data.shapes) is not available in this install.")
+            raise Refused("The synthetic scene renderer (muse_hf.data.scenes) is not available in this install.")
         seed = check_number(seed, "Seed", 0, MAX_SEED, integer=True)
         image, mask, caption = self.scene_render(seed, max(32, min(self.models.native_size)))
         return image, {"key": image_key(image), "mask": mask, "caption": caption}

@@ -22,10 +22,13 @@ from muse_hf.data import build_shapes_dataset
 from muse_hf.data.streaming import (
     SKIP_REASONS,
     SkipSample,
+    StreamOptions,
     decode_image,
     load_edit_stream,
     load_image_text_stream,
+    load_tensor_stream,
     make_dataloader,
+    write_tensor_shard,
 )
 from muse_hf.models.image_processing_muse import MuseImageProcessor
 
@@ -261,6 +264,67 @@ def test_bad_arguments_fail_clearly(shapes_dir: Path, tmp_path: Path, proc: Muse
         load_image_text_stream(shapes_dir, "train", proc, process_index=2, num_processes=2)
     with pytest.raises(ValueError, match="ImageTextStream"):
         make_dataloader([1, 2, 3], batch_size=2)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------- stream options
+def _stream_config(stream: Any) -> dict[str, Any]:
+    """What a loader's stream options decide about the stream it returns."""
+    return {
+        "shuffle_buffer": stream.shuffle_buffer,
+        "seed": stream.seed,
+        "max_pixels": stream.max_pixels,
+        "extra_columns": stream.extra_columns,
+        "size": dict(stream.image_processor.size),
+        "num_shards": stream.num_shards,
+        "columns": sorted(stream.hf_dataset.column_names or []),
+    }
+
+
+def test_stream_options_and_keywords_give_the_same_stream(shapes_dir: Path) -> None:
+    keywords = {"image_size": SIZE, "extra_columns": ["index"], "shuffle_buffer": 6, "seed": 4, "max_pixels": 10**6,
+                "process_index": 1, "num_processes": 2}  # fmt: skip
+    options = StreamOptions(image_size=SIZE, extra_columns=("index",), shuffle_buffer=6, seed=4, max_pixels=10**6,
+                            process_index=1, num_processes=2)  # fmt: skip
+    assert StreamOptions.resolve(None, keywords) == options
+    assert StreamOptions.resolve(options, {"revision": "main"}).load_kwargs == {"revision": "main"}  # -> load_dataset
+    for load in (load_image_text_stream, load_edit_stream):
+        by_keywords, by_options = load(shapes_dir, "train", **keywords), load(shapes_dir, "train", options=options)
+        config = _stream_config(by_options)
+        assert config == _stream_config(by_keywords)
+        assert (config["shuffle_buffer"], config["seed"], config["max_pixels"]) == (6, 4, 10**6)
+        assert config["extra_columns"] == ("index",) and config["num_shards"] == 2  # 4 shards, this process's half
+        rows = [s["index"] for s in by_options]
+        assert rows == [s["index"] for s in by_keywords] and len(rows) == N_SHAPES // 2
+    # a keyword overrides the option of its name; the other options stay
+    reseeded = load_image_text_stream(shapes_dir, "train", options=options, seed=5)
+    assert _stream_config(reseeded) == {**_stream_config(load_image_text_stream(shapes_dir, "train", options=options)),
+                                        "seed": 5}  # fmt: skip
+    assert [s["index"] for s in reseeded] != rows  # the seed also picks this process's shards (one seed per run)
+    with pytest.raises(ValueError, match="shuffle_buffer"):
+        StreamOptions(shuffle_buffer=-1)
+    with pytest.raises(TypeError, match="StreamOptions"):
+        load_image_text_stream(shapes_dir, "train", options={"seed": 1})  # type: ignore[arg-type]
+
+
+def test_tensor_stream_takes_the_same_options(tmp_path: Path) -> None:
+    files = []
+    for k in range(2):
+        rows = [{"latents": torch.full((2, 3), float(6 * k + i)), "caption": f"row {6 * k + i}"} for i in range(6)]
+        files.append(tmp_path / f"train-{k}.parquet")
+        write_tensor_shard(files[-1], rows, ["latents"], ["caption"])
+    options = StreamOptions(shuffle_buffer=4, seed=2, process_index=1, num_processes=2)
+    by_options = load_tensor_stream(files, ["latents"], ["caption"], options=options)
+    by_keywords = load_tensor_stream(files, ["latents"], ["caption"], shuffle_buffer=4, seed=2, process_index=1,
+                                     num_processes=2)  # fmt: skip
+    assert [(s.shuffle_buffer, s.seed, s.num_shards) for s in (by_options, by_keywords)] == [(4, 2, 1)] * 2
+    rows = [(r["caption"], r["latents"][0, 0].item()) for r in by_options]
+    assert rows == [(r["caption"], r["latents"][0, 0].item()) for r in by_keywords]
+    shards = [{(f"row {i}", float(i)) for i in range(6 * k, 6 * k + 6)} for k in range(2)]
+    assert len(rows) == 6 and set(rows) in shards  # process 1 of 2: one whole shard
+    with pytest.raises(ValueError, match="max_pixels"):  # an image option has no meaning for stored tensors
+        load_tensor_stream(files, ["latents"], options=StreamOptions(max_pixels=10))
+    with pytest.raises(TypeError, match="image_size"):
+        load_tensor_stream(files, ["latents"], image_size=32)
 
 
 # ---------------------------------------------------------------------------------------------------- distribution

@@ -16,7 +16,6 @@ LIMIT = 600
 
 #: Modules over the limit that hold more than one job, and the split each still needs.
 TO_SPLIT: dict[str, str] = {
-    "data/streaming.py": "decoding and skip rules vs the image-text / edit / tensor streams vs the dataloader",
     "evaluation/evaluate.py": "per-metric evaluators (probe, zero-shot, segmentation, gradients) vs the driver",
 }
 

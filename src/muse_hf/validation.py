@@ -7,7 +7,7 @@ models, the pipeline, the data stream, the training loop and the demo all apply 
   known name (``'routnig' (did you mean 'routing'?)``), as the training arguments always did.
 * :func:`load_image_pixels`: decode a (lazily opened) PIL image completely; a truncated or corrupt file raises
   :class:`ImageDecodeError` naming the file instead of PIL's ``OSError`` from deep inside PIL. The demo's
-  upload check (``app.load_image_file``) and the training stream's skip rule (``muse_hf.data.streaming``)
+  upload check (``app.load_image_file``) and the training stream's skip rule (``muse_hf.data.decoding``)
   catch the same :data:`IMAGE_DECODE_ERRORS`.
 * :func:`check_safetensors_file` / :func:`find_corrupt_safetensors` / :func:`corrupt_weights_error`: a truncated
   or zero-filled ``*.safetensors`` file is found from its header and size, so loaders can say which file is broken

@@ -7,8 +7,9 @@
   ``shapes`` (the parquet writer; it re-exports the other three).
 * :func:`photo_check_set` returns crops of scikit-image's photos for reconstruction checks on natural images.
 * :func:`load_image_text_stream` / :func:`load_edit_stream` stream (local shards, webdataset tars or Hub ids) with
-  decoding guarded and skips counted; :func:`make_dataloader` batches them with workers, skip accounting and exact
-  resume (``state_dict`` / ``load_state_dict``).
+  decoding guarded and skips counted, both configured by one :class:`StreamOptions`; :func:`make_dataloader` batches
+  them with workers, skip accounting and exact resume (``state_dict`` / ``load_state_dict``). Modules: ``decoding``,
+  ``sources``, ``streams``, ``tensor_streams``, ``dataloader`` (``streaming`` re-exports them).
 
 Names are resolved lazily so that building the synthetic data does not import torch.
 """
@@ -23,24 +24,12 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["COLOURS", "SHAPES", "SceneOptions", "render_scene", "sample_scene"], "scenes"),
     **dict.fromkeys(["LABEL_NAMES", "ZERO_SHOT_TEMPLATES", "label_of", "zero_shot_prompts"], "captions"),
     **dict.fromkeys(["build_shapes_dataset", "shapes_features"], "shapes"),
+    **dict.fromkeys(["DEFAULT_MAX_PIXELS", "SKIP_REASONS", "decode_image"], "decoding"),
+    **dict.fromkeys(["ImageTextStream", "StreamOptions", "load_edit_stream", "load_image_text_stream"], "streams"),
     **dict.fromkeys(
-        [
-            "DEFAULT_MAX_PIXELS",
-            "SKIP_REASONS",
-            "ImageTextStream",
-            "StreamingDataLoader",
-            "TensorRowStream",
-            "TensorShardWriter",
-            "collate_samples",
-            "decode_image",
-            "load_edit_stream",
-            "load_image_text_stream",
-            "load_tensor_stream",
-            "make_dataloader",
-            "write_tensor_shard",
-        ],
-        "streaming",
+        ["TensorRowStream", "TensorShardWriter", "load_tensor_stream", "write_tensor_shard"], "tensor_streams"
     ),
+    **dict.fromkeys(["StreamingDataLoader", "collate_samples", "make_dataloader"], "dataloader"),
 }
 
 __all__ = sorted(_LAZY)

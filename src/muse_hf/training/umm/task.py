@@ -54,7 +54,13 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from muse_hf.compat import moved_attribute
-from muse_hf.data import load_edit_stream, load_image_text_stream, load_tensor_stream, make_dataloader
+from muse_hf.data import (
+    StreamOptions,
+    load_edit_stream,
+    load_image_text_stream,
+    load_tensor_stream,
+    make_dataloader,
+)
 from muse_hf.evaluation.saved import evaluate_saved_pipeline
 from muse_hf.hub import write_model_card
 from muse_hf.models import MuseTokenizerModel
@@ -310,7 +316,7 @@ class UMMTask(TrainingTask):
             stream = load_image_text_stream(
                 a.train_data, split=a.train_split, image_processor=self.image_processor,
                 image_column=a.image_column, caption_column=a.caption_column, with_label=False, with_mask=False,
-                shuffle_buffer=a.shuffle_buffer_size, seed=a.seed, accelerator=accelerator,
+                options=self._stream_options(accelerator, a.seed),
             )  # fmt: skip
             gen = EndlessLoader(make_dataloader(stream, n_gen, num_workers=a.dataloader_num_workers, drop_last=True,
                                                 pin_memory=pin))  # fmt: skip
@@ -318,11 +324,16 @@ class UMMTask(TrainingTask):
             stream = load_edit_stream(
                 a.edit_data or a.train_data, split=a.edit_split or a.train_split, image_processor=self.image_processor,
                 source_column=a.source_column, target_column=a.target_column, instruction_column=a.instruction_column,
-                shuffle_buffer=a.shuffle_buffer_size, seed=a.seed + 1, accelerator=accelerator,
+                options=self._stream_options(accelerator, a.seed + 1),
             )  # fmt: skip
             edit = EndlessLoader(make_dataloader(stream, n_edit, num_workers=a.dataloader_num_workers, drop_last=True,
                                                  pin_memory=pin))  # fmt: skip
         return MixtureStream(gen, edit)
+
+    def _stream_options(self, accelerator: Accelerator, seed: int) -> StreamOptions:
+        """How every training stream (images or cached tensors) is read: the run's shuffle buffer, ``seed`` (gen:
+        ``args.seed``, edit: ``args.seed + 1``) and this process's share of the shards."""
+        return StreamOptions(shuffle_buffer=self.args.shuffle_buffer_size, seed=seed, accelerator=accelerator)
 
     def prepare_cache(self, accelerator: Accelerator, parts: Sequence[str] = ("gen", "edit")) -> dict[str, Any]:
         """Build (or check and reuse) the cached inputs of ``parts`` (see :mod:`muse_hf.training.umm.cache`).
@@ -368,8 +379,8 @@ class UMMTask(TrainingTask):
                 continue
             part = built[name]
             stream = load_tensor_stream(
-                part.files, part.tensor_columns, part.text_columns, split=a.train_split, shuffle_buffer=a.shuffle_buffer_size,
-                seed=seed, accelerator=accelerator,
+                part.files, part.tensor_columns, part.text_columns, split=a.train_split,
+                options=self._stream_options(accelerator, seed),
             )  # fmt: skip
             loaders[name] = EndlessLoader(make_dataloader(stream, n, num_workers=a.dataloader_num_workers,
                                                           drop_last=True, pin_memory=pin))  # fmt: skip

@@ -33,6 +33,7 @@ def test_old_module_path_is_the_new_module_with_a_warning(old: str, new: str) ->
         ("muse_hf.experiments.ablation", "main", "muse_hf.cli:ablation_main"),
         ("muse_hf.data.shapes", "main", "muse_hf.cli:build_data_main"),
         ("muse_hf.evaluation.evaluate", "main", "muse_hf.cli:evaluate_main"),
+        ("muse_hf.evaluation.geneval", "evaluate_pipeline", "muse_hf.evaluation.geneval_pipeline:evaluate_pipeline"),
         (
             "muse_hf.training.arguments",
             "TokenizerTrainingArguments",

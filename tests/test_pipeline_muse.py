@@ -629,7 +629,7 @@ def test_compute_latent_scaling(pipe: MusePipeline) -> None:
 
 
 def test_geneval_scores_the_pipeline(pipe: MusePipeline) -> None:
-    from muse_hf.evaluation.geneval import evaluate_pipeline
+    from muse_hf.evaluation.geneval_pipeline import evaluate_pipeline
 
     result = evaluate_pipeline(pipe, num_inference_steps=1, per_category=1, num_edits=3, batch_size=6)
     gen_scores = result["generation"]
@@ -644,5 +644,8 @@ def test_geneval_scores_the_pipeline(pipe: MusePipeline) -> None:
     }
     assert result["edits"]["num_edits"] == 3 and 0.0 <= result["edits"]["success"] <= 1.0
     assert result["settings"]["height"] == SIZE
-    no_edit = evaluate_pipeline(make_text_pipeline(reference_channels=None), num_inference_steps=1, per_category=1)
+    assert result["floors"]["blank_canvas"]["overall"] == 0.0 and result["settings"]["seeds"] == "seed + i for image i"
+    no_edit = evaluate_pipeline(
+        make_text_pipeline(reference_channels=None), num_inference_steps=1, per_category=1, floors=False
+    )
     assert no_edit["edits"] is None

@@ -36,6 +36,10 @@ GenEval-style plain scenes and no training caption is one of their prompts (:fun
 so the score measures generation of unseen compositions in a seen phrasing. Edit instructions
 (:func:`edit_set`) are drawn from the dataset's edit grammar on random scenes and are not held out.
 
+Scoring a pipeline (one seed per image, beside the blank-canvas / unconditional floors and the tokenizer round-trip
+ceiling) is :func:`muse_hf.evaluation.geneval_pipeline.evaluate_pipeline` (``evaluate_pipeline`` here is a
+deprecated alias of it).
+
 Size: one responsibility, the GenEval-style check (detector, prompt / edit sets and their scoring).
 """
 
@@ -54,6 +58,7 @@ import numpy as np
 import PIL.Image
 from scipy import ndimage
 
+from muse_hf.compat import moved_attribute
 from muse_hf.data.shapes import (
     BACKGROUND_PALETTE,
     COLOURS,
@@ -79,6 +84,7 @@ __all__ = [
     "EditSpec",
     "EditScore",
     "GenEvalPrompt",
+    "DEFAULT_PER_CATEGORY",
     "detect_objects",
     "parse_prompt",
     "score_generation",
@@ -89,11 +95,12 @@ __all__ = [
     "relation",
     "evaluate_generation",
     "evaluate_edits",
-    "evaluate_pipeline",
     "edit_set",
 ]
 
 RELATIONS = ("left of", "right of", "above", "below")
+#: Prompts per GenEval category of the scored set by default (6 categories -> 96 prompts).
+DEFAULT_PER_CATEGORY = 16
 _NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
 _PLURAL = {f"{s}s" if not s.endswith("s") else f"{s}es": s for s in SHAPES} | {"crosses": "cross"}
 _NOISE_SHIFT = 45.0  # grey-noise reach of a noisy background (3.2 sigma of the renderer's N(0, 14))
@@ -629,7 +636,7 @@ class GenEvalPrompt:
     scene: Scene
 
 
-def geneval_prompts(size: int = 64, per_category: int = 8, seed: int = 0) -> list[GenEvalPrompt]:
+def geneval_prompts(size: int = 64, per_category: int = DEFAULT_PER_CATEGORY, seed: int = 0) -> list[GenEvalPrompt]:
     """A deterministic GenEval-style prompt set in the dataset's caption grammar, with reference scenes.
 
     Categories (GenEval's): ``single_object`` ("a red circle"), ``colors`` ("a photo of a green star"),
@@ -686,9 +693,9 @@ def evaluate_generation(
     """GenEval-style accuracy of a generator.
 
     Args:
-        generate: maps a list of prompts to as many images, e.g.
-            ``lambda p: pipe(p, generator=torch.Generator().manual_seed(0)).images``.
-        prompts: the prompt set (default :func:`geneval_prompts` at 64 px).
+        generate: maps a list of prompts to as many images (called on consecutive chunks, in order); for a
+            pipeline, :func:`muse_hf.evaluation.geneval_pipeline.evaluate_pipeline` gives every image its own seed.
+        prompts: the prompt set (default :func:`geneval_prompts` at 64 px, 16 per category).
         batch_size: prompts per ``generate`` call.
 
     Returns:
@@ -722,7 +729,7 @@ def evaluate_edits(
 
     Args:
         edit: maps (source images, instructions) to edited images, e.g.
-            ``lambda ims, ins: pipe(ins, image=ims, generator=torch.Generator().manual_seed(0)).images``.
+            ``lambda ims, ins: pipe(ins, image=ims, generator=...).images`` (called on consecutive chunks, in order).
         num_edits: number of edits.
         size: image side.
         seed: scene seed.
@@ -767,40 +774,7 @@ def edit_set(
     return (sources, instructions, targets) if with_targets else (sources, instructions)
 
 
-def evaluate_pipeline(
-    pipe: Any,
-    *,
-    num_inference_steps: int = 20,
-    guidance_scale: float = 4.5,
-    seed: int = 0,
-    per_category: int = 8,
-    num_edits: int = 24,
-    batch_size: int = 8,
-) -> dict[str, Any]:
-    """GenEval-style generation and edit scores of a :class:`~muse_hf.pipelines.MusePipeline` at its native size.
-
-    Every batch uses a generator seeded with ``seed`` (reproducible). Edits are skipped (``"edits": None``) when the
-    pipeline cannot edit (text-only ``mllm`` and a connector without ``reference_channels``).
-
-    Returns:
-        ``{"generation": evaluate_generation(...), "edits": evaluate_edits(...) | None, "settings": {...}}``.
-    """
-    import torch
-
-    h, w = pipe.native_size()
-    if h != w:
-        raise ValueError(f"The synthetic scenes are square; the pipeline's native size is {h}x{w}.")
-    kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=h, width=w)
-
-    def generate(prompts: list[str]) -> list[Any]:
-        return pipe(prompts, generator=torch.Generator().manual_seed(seed), **kwargs).images
-
-    def edit(images: list[PIL.Image.Image], instructions: list[str]) -> list[Any]:
-        return pipe(instructions, image=images, generator=torch.Generator().manual_seed(seed), **kwargs).images
-
-    can_edit = pipe.connector.config.reference_channels is not None or pipe.condition_encoder.supports_images
-    return {
-        "generation": evaluate_generation(generate, geneval_prompts(h, per_category, seed), batch_size),
-        "edits": evaluate_edits(edit, num_edits, h, seed, batch_size) if can_edit else None,
-        "settings": {**kwargs, "seed": seed, "per_category": per_category, "num_edits": num_edits},
-    }
+def __getattr__(name: str) -> Any:
+    return moved_attribute(
+        __name__, name, {"evaluate_pipeline": "muse_hf.evaluation.geneval_pipeline:evaluate_pipeline"}
+    )

@@ -18,7 +18,7 @@ import PIL.Image
 import torch
 from torch import nn
 
-from muse_hf.evaluation.geneval import evaluate_generation, geneval_prompts, render_prompt
+from muse_hf.evaluation.geneval import DEFAULT_PER_CATEGORY, evaluate_generation, geneval_prompts, render_prompt
 from muse_hf.evaluation.metrics import bicubic_roundtrip
 from muse_hf.evaluation.report import metric_entry, unavailable_entry
 
@@ -81,7 +81,7 @@ def roundtrip_geneval(
     model: nn.Module,
     image_processor: Any,
     size: int | None = None,
-    per_category: int = 8,
+    per_category: int = DEFAULT_PER_CATEGORY,
     seed: int = 0,
     batch_size: int = 16,
     compare_untrained: bool = False,

@@ -177,6 +177,7 @@ def test_stages_save_pipelines_that_reload_and_generate(trained: dict[str, Any])
     doc = json.loads((trained["stage3"]["dir"] / "metrics.json").read_text())
     overall = doc["metrics"]["geneval_overall"]
     assert 0.0 <= overall["value"] <= 1.0 and overall["baseline"] == 0.0 and overall["ceiling"] == 1.0
+    assert 0.0 <= overall["unconditional"] <= 1.0 and 0.0 <= overall["roundtrip_ceiling"] <= 1.0
     assert doc["metrics"]["edit_success"]["baseline_method"] == "unchanged source"
     summary = json.loads((trained["stage3"]["dir"] / "training_summary.json").read_text())
     assert summary["metrics"]["geneval_overall"] == overall["value"] and "edit_success" in summary["metrics"]

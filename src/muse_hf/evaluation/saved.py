@@ -4,7 +4,7 @@
   (``metrics.json``, ``report.md``, figures); :func:`evaluate_one_object_scenes` - zero-shot / linear probe on
   one-object scenes; :func:`load_for_evaluation` loads a folder once for both.
 * :func:`evaluate_saved_pipeline` - the GenEval-style generation / editing check of a saved pipeline beside its
-  model-free floors and renderer ceilings; :func:`save_umm_samples` - a few generated / edited PNG grids.
+  floors (blank canvas, unconditional DiT) and ceilings (tokenizer round trip, renderer); :func:`save_umm_samples` - a few generated / edited PNG grids.
 
 The training tasks call these at the end of a run and the quickstart (:mod:`muse_hf.experiments.quickstart`) after
 its curricula; they sit in the evaluation layer so that neither has to import the other.
@@ -18,19 +18,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-import PIL.Image
-import torch
 from diffusers.utils import make_image_grid
 
 from muse_hf.data.shapes import SceneOptions, build_shapes_dataset
 from muse_hf.evaluation.evaluate import evaluate_tokenizer
-from muse_hf.evaluation.geneval import (
-    edit_set,
-    evaluate_edits,
-    evaluate_generation,
+from muse_hf.evaluation.geneval import DEFAULT_PER_CATEGORY, edit_set, evaluate_edits, geneval_prompts, render_prompt
+from muse_hf.evaluation.geneval_pipeline import (
+    FLOOR_KEYS,
+    blank_canvas,
     evaluate_pipeline,
-    geneval_prompts,
-    render_prompt,
+    per_image_generators,
 )
 from muse_hf.evaluation.report import save_metric_bars, write_report
 from muse_hf.evaluation.roundtrip import roundtrip_entry, roundtrip_geneval
@@ -41,10 +38,12 @@ from muse_hf.pipelines import MusePipeline
 
 __all__ = [
     "EDIT_KINDS",
+    "GENEVAL_REFERENCE_FIELDS",
     "evaluate_one_object_scenes",
     "evaluate_saved_pipeline",
     "evaluate_saved_tokenizer",
     "flat_metrics",
+    "geneval_floor_values",
     "load_for_evaluation",
     "save_umm_samples",
 ]
@@ -89,7 +88,7 @@ def evaluate_saved_tokenizer(
     probe_split: str | None = "train",
     probe_samples: int = 2048,
     rfid_samples: int = 128,
-    roundtrip_per_category: int = 8,
+    roundtrip_per_category: int = DEFAULT_PER_CATEGORY,
 ) -> dict[str, float]:
     """Evaluate a ``save_pretrained`` tokenizer folder with ``muse_hf.evaluation.evaluate_tokenizer``, plus the
     GenEval-style round trip (``muse_hf.evaluation.roundtrip_geneval``: what the latents keep of what a generator
@@ -203,17 +202,18 @@ def evaluate_saved_pipeline(
     *,
     num_inference_steps: int = 20,
     guidance_scale: float = 4.5,
-    per_category: int = 8,
+    per_category: int = DEFAULT_PER_CATEGORY,
     num_edits: int = 24,
     seed: int = 0,
     batch_size: int = 8,
 ) -> dict[str, float]:
-    """Score a saved ``MusePipeline`` with the GenEval-style check (``muse_hf.evaluation.geneval.evaluate_pipeline``).
+    """Score a saved ``MusePipeline`` with the GenEval-style check (:func:`evaluate_pipeline`).
 
-    Every score is written beside its floor and ceiling, computed without a model on the same prompts/edits:
-    a blank canvas for generation and the unchanged source for edits (trivial baselines; edits also get a blank
-    canvas, ``baseline_blank``, which "removes" every object), the renderer's own scene / the true target image
-    (what a perfect model would produce; shows the detector's own accuracy).
+    Every generation score is written beside its floors and ceilings (:func:`generation_floors`, on the same held-out
+    prompts): ``baseline`` = a blank canvas, ``unconditional`` = the same DiT and seeds given the empty prompt,
+    ``roundtrip_ceiling`` = the renders through the pipeline's tokenizer, ``ceiling`` = the renderer's own scene (the
+    detector's accuracy). Edits: ``baseline`` = the unchanged source, ``baseline_blank`` = a blank canvas (which
+    "removes" every object), ``ceiling`` = the true target image.
 
     Args:
         pipeline_dir: the ``save_pretrained`` folder; ``metrics.json`` is written into it (the pipeline's model
@@ -221,43 +221,42 @@ def evaluate_saved_pipeline(
         out_dir: if given, the full result with per-image scores goes to ``<out_dir>/umm_geneval.json``.
         num_inference_steps: denoising steps.
         guidance_scale: classifier-free guidance weight.
-        per_category: prompts per GenEval category (6 categories).
+        per_category: held-out prompts per GenEval category (6 categories).
         num_edits: editing instructions scored.
-        seed: prompt/scene and noise seed.
+        seed: prompt/scene seed; image ``i`` uses the noise seed ``seed + i``.
         batch_size: images per pipeline call.
 
     Returns:
-        Flat ``{metric: value}`` (``geneval_overall``, ``geneval_<category>``, ``geneval_{colour,count,position}``,
-        ``edit_success``, ``edit_success_<kind>``, ``edit_background_psnr``).
+        Flat ``{metric: value}`` of the model's own scores (``geneval_overall``, ``geneval_<category>``,
+        ``geneval_{colour,count,position}``, ``edit_success``, ``edit_success_<kind>``, ``edit_background_psnr``);
+        the floors are in ``metrics.json`` (:func:`geneval_floor_values` reads them).
     """
     pipe = MusePipeline.from_pretrained(str(pipeline_dir))
     pipe.set_progress_bar_config(disable=True)
     result = evaluate_pipeline(
         pipe, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
-        per_category=per_category, num_edits=num_edits, batch_size=batch_size,
+        per_category=per_category, num_edits=num_edits, batch_size=batch_size, floors=True,
     )  # fmt: skip
     size = int(result["settings"]["height"])
-    prompts = geneval_prompts(size, per_category, seed)
-    blank = evaluate_generation(
-        lambda ps: [PIL.Image.new("RGB", (size, size), "white") for _ in ps], prompts, batch_size
-    )
-    scenes = iter(prompts)
-    ceiling = evaluate_generation(lambda ps: [render_prompt(next(scenes)) for _ in ps], prompts, batch_size)
-    gen = result["generation"]
+    gen, refs = result["generation"], result["floors"]
+    blank, uncond, roundtrip, ceiling = (refs[k] for k in FLOOR_KEYS)
     entries: dict[str, dict[str, Any]] = {}
     base = {"baseline_method": "blank canvas"}
-    entries["geneval_overall"] = _entry(gen["overall"], baseline=blank["overall"], ceiling=ceiling["overall"], **base)
+
+    def refs_of(pick: Any) -> dict[str, Any]:
+        return {"baseline": pick(blank), "unconditional": pick(uncond), "roundtrip_ceiling": pick(roundtrip),
+                "ceiling": pick(ceiling), **base}  # fmt: skip
+
+    entries["geneval_overall"] = _entry(gen["overall"], **refs_of(lambda s: s["overall"]))
     for cat, acc in gen["categories"].items():
-        entries[f"geneval_{cat}"] = _entry(acc, baseline=blank["categories"][cat], ceiling=ceiling["categories"][cat],
-                                           **base)  # fmt: skip
+        entries[f"geneval_{cat}"] = _entry(acc, **refs_of(lambda s, c=cat: s["categories"][c]))
     for key in ("colour", "count", "position"):
-        entries[f"geneval_{key}"] = _entry(gen[key], baseline=blank[key], ceiling=ceiling[key], **base)
+        entries[f"geneval_{key}"] = _entry(gen[key], **refs_of(lambda s, k=key: s[k]))
     edits = result["edits"]
     identity = erased = oracle = None
     if edits is not None:
         identity = evaluate_edits(lambda ims, ins: list(ims), num_edits, size, seed, batch_size)
-        erased = evaluate_edits(lambda ims, ins: [PIL.Image.new("RGB", (size, size), "white") for _ in ims], num_edits,
-                                size, seed, batch_size)  # fmt: skip
+        erased = evaluate_edits(lambda ims, ins: [blank_canvas(size) for _ in ims], num_edits, size, seed, batch_size)
         targets = iter(edit_set(num_edits, size, seed, with_targets=True)[2])
         oracle = evaluate_edits(lambda ims, ins: [next(targets) for _ in ims], num_edits, size, seed, batch_size)
         base = {"baseline_method": "unchanged source"}
@@ -277,8 +276,11 @@ def evaluate_saved_pipeline(
     metrics_doc = {
         "metrics": entries,
         "data": "muse_hf.evaluation.geneval",
-        "description": "GenEval-style prompts and edits on the synthetic scenes, scored by the deterministic "
-        "shape/colour detector (baseline: blank canvas / unchanged source; ceiling: the renderer's own images).",
+        "description": "GenEval-style held-out prompts and edits on the synthetic scenes, scored by the deterministic "
+        "shape/colour detector, one noise seed per image. Generation: floors = blank canvas (baseline) and the same "
+        "DiT given the empty prompt (unconditional); ceilings = the renders through the pipeline's tokenizer "
+        "(roundtrip_ceiling) and the renders themselves (ceiling). Edits: baseline = unchanged source, ceiling = the "
+        "true target.",
         "settings": settings,
     }
     (Path(pipeline_dir) / "metrics.json").write_text(json.dumps(metrics_doc, indent=2))
@@ -288,6 +290,22 @@ def evaluate_saved_pipeline(
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "umm_geneval.json").write_text(json.dumps(full, indent=2, default=str))
     return {k: e["value"] for k, e in entries.items() if e["value"] is not None}
+
+
+#: metrics.json fields of a GenEval-style entry -> the reference they hold (:func:`evaluate_saved_pipeline`).
+GENEVAL_REFERENCE_FIELDS: dict[str, str] = {
+    "blank_canvas": "baseline",
+    "unconditional": "unconditional",
+    "roundtrip_ceiling": "roundtrip_ceiling",
+    "renderer_ceiling": "ceiling",
+}
+
+
+def geneval_floor_values(metrics_doc: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """``{reference: {geneval metric: value}}`` (references: :data:`GENEVAL_REFERENCE_FIELDS`) of the ``metrics.json``
+    that :func:`evaluate_saved_pipeline` writes: the floors and ceilings beside the model's ``geneval_*`` scores."""
+    entries = {k: e for k, e in metrics_doc.get("metrics", {}).items() if k.startswith("geneval_")}
+    return {ref: {k: e.get(field) for k, e in entries.items()} for ref, field in GENEVAL_REFERENCE_FIELDS.items()}
 
 
 def save_umm_samples(
@@ -304,7 +322,8 @@ def save_umm_samples(
 
     ``umm_generations.png``: top row generated, bottom row the renderer's scene for the same prompt;
     ``umm_edits.png``: rows source / edited / true target. The prompts and instructions (grid order) are in
-    ``umm_samples.json``.
+    ``umm_samples.json``. They are the first prompts / edits of :func:`evaluate_pipeline`'s set with the same
+    per-image seeds (``seed + i``), so the grids show images that were scored.
 
     Returns:
         ``{"generations": [prompt...], "edits": [instruction...], "files": [...]}``.
@@ -314,7 +333,7 @@ def save_umm_samples(
     size = pipe.native_size()[0]
     kwargs = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
     items = geneval_prompts(size, -(-num_prompts // 6), seed)[:num_prompts]
-    generated = pipe([it.prompt for it in items], generator=torch.Generator().manual_seed(seed), **kwargs).images
+    generated = pipe([it.prompt for it in items], generator=per_image_generators(seed, 0, len(items)), **kwargs).images
     grid = make_image_grid([*generated, *(render_prompt(it) for it in items)], rows=2, cols=len(items), resize=128)
     grid.save(out / "umm_generations.png")
     files = [str(out / "umm_generations.png")]
@@ -325,7 +344,7 @@ def save_umm_samples(
     can_edit = pipe.connector.config.reference_channels is not None or pipe.condition_encoder.supports_images
     if can_edit and num_edits > 0:
         sources, instructions, targets = edit_set(num_edits, size, seed, with_targets=True)
-        edited = pipe(instructions, image=sources, generator=torch.Generator().manual_seed(seed), **kwargs).images
+        edited = pipe(instructions, image=sources, generator=per_image_generators(seed, 0, num_edits), **kwargs).images
         grid = make_image_grid([*sources, *edited, *targets], rows=3, cols=num_edits, resize=128)
         grid.save(out / "umm_edits.png")
         files.append(str(out / "umm_edits.png"))

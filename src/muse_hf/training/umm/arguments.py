@@ -106,7 +106,8 @@ class UMMTrainingArguments(MuseTrainingArguments):
     """Score the saved pipeline with the GenEval-style check on the synthetic scenes (``metrics.json``)."""
     eval_num_inference_steps: int = 20
     eval_guidance_scale: float = 4.5
-    eval_per_category: int = 8
+    eval_per_category: int = 16
+    """Held-out GenEval-style prompts per category (6 categories); image ``i`` uses the noise seed ``seed + i``."""
     eval_num_edits: int = 24
 
     def validate(self, produced_by_earlier_stage: frozenset[str] = frozenset()) -> None:  # noqa: D102

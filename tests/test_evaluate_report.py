@@ -311,7 +311,7 @@ class _NameEmbedder:
 
 
 def test_zero_shot_reports_the_caption_ceiling() -> None:
-    from muse_hf.evaluation.evaluate import _zero_shot
+    from muse_hf.evaluation.probes import zero_shot_entry
 
     names = ["red circle", "blue square"]
     embedder = _NameEmbedder(names)
@@ -319,10 +319,10 @@ def test_zero_shot_reports_the_caption_ceiling() -> None:
     features = {"model": torch.tensor([[1.0, 0.0], [1.0, 0.1], [1.0, 0.0], [0.0, 1.0]])}  # 3 of 4 right
     # captions of the 3rd and 4th images name the other class first / only: the caption ceiling is 2 / 4
     captions = ["a red circle", "a blue square", "a blue square", "a red circle"]
-    entry = _zero_shot(features, labels, embedder, names, captions)
+    entry = zero_shot_entry(features, labels, embedder, names, captions)
     assert entry["value"] == pytest.approx(0.75)
     assert entry["caption_ceiling"] == pytest.approx(0.5) and "ceiling" in entry["note"]
-    assert "caption_ceiling" not in _zero_shot(features, labels, embedder, names)
+    assert "caption_ceiling" not in zero_shot_entry(features, labels, embedder, names)
 
 
 def test_quickstart_one_object_check(tiny_config, tmp_path: Path) -> None:  # noqa: ANN001

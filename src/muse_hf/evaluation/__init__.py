@@ -5,7 +5,8 @@ folders :func:`evaluate_saved_tokenizer` / :func:`evaluate_saved_pipeline` (:mod
 GenEval-style check of :mod:`muse_hf.evaluation.geneval`.
 """
 
-from muse_hf.evaluation.evaluate import evaluate_tokenizer, measure_throughput
+from muse_hf.evaluation.batch_metrics import measure_throughput
+from muse_hf.evaluation.evaluate import evaluate_tokenizer
 from muse_hf.evaluation.metrics import (
     PSNR_CAP_DB,
     FIDInceptionV3,

@@ -28,7 +28,8 @@ from accelerate.utils import send_to_device
 from torch import nn
 
 from muse_hf.data import build_shapes_dataset, collate_samples, load_image_text_stream
-from muse_hf.evaluation.evaluate import evaluate_tokenizer, gradient_probe
+from muse_hf.evaluation.evaluate import evaluate_tokenizer
+from muse_hf.evaluation.probes import gradient_probe
 from muse_hf.experiments.ablation.report import plot_gradient_cosine, render_markdown
 from muse_hf.experiments.ablation.summary import metric_value, summarize_runs
 from muse_hf.experiments.ablation.variants import (
@@ -72,7 +73,7 @@ class CosineProbeTask(TokenizerTask):
     """The tokenizer task plus a gradient-conflict probe every ``probe_every`` optimizer steps.
 
     The probe runs at the start of a step (before its forward), on a fixed batch of the evaluation split, with
-    ``muse_hf.evaluation.evaluate.gradient_probe`` (eval mode, a fresh ``LogitScale``, reconstruction = pixel L2 in
+    ``muse_hf.evaluation.probes.gradient_probe`` (eval mode, a fresh ``LogitScale``, reconstruction = pixel L2 in
     [0, 1] space as the released hook, semantic NCE, topology KL against the structural teacher with the stage's
     ``topology_head_reduction``) over every tokenizer parameter made trainable for the
     measurement. It uses ``torch.autograd.grad`` only (no ``.grad`` is written) under a forked RNG, so the training

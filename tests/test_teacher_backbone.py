@@ -29,11 +29,13 @@ def test_one_pass_equals_two(offline_env) -> None:
     grid = model.config.latent_grid
     unit = processor.to_unit_range(pixels)
     with torch.no_grad():
-        attention, features = teacher(unit, grid_size=grid, return_patch_tokens=True)
+        layers = model.config.feature_layers
+        assert layers == [4, -1]  # the preset reads a shallow layer beside the output
+        attention, features = teacher(unit, grid_size=grid, return_patch_tokens=True, feature_layers=layers)
         assert torch.allclose(attention, teacher(unit, grid_size=grid))
         shared = model.encode(pixels, output_attentions=True, vision_features=features)
         own = model.encode(pixels, output_attentions=True)
-    assert features.shape == (2, grid[0] * grid[1], 384)
+    assert features.shape == (2, grid[0] * grid[1], 2 * 384)
     assert torch.allclose(shared.latents, own.latents, atol=1e-4)
     assert torch.allclose(shared.attentions[-1], own.attentions[-1], atol=1e-5)
 

@@ -108,14 +108,14 @@ def run_variant(
     with torch.no_grad():
         vision = None
         if with_backbone and hasattr(model, "vision_model"):
-            vision = vision_hidden(model, pv)  # (B, 1 + h*w, C), one backbone pass for both uses
+            vision, tokens = vision_hidden(model, pv)  # (B, 1 + h*w, C), one backbone pass for both uses
             acc.backbone.append(backbone_features(vision).float().cpu())
         # one encoder pass: semantic_embeds is exactly get_image_features(pv) (un-normalised pooled embedding)
         enc = model.encode(
             pv,
             output_attentions=True,
             output_semantic=True,
-            **({"vision_features": vision[:, 1:]} if vision is not None else {}),
+            **({"vision_features": tokens} if vision is not None else {}),
         )
         recon = model.decode(enc.latents, output_size=tuple(pv.shape[-2:])).sample  # (B, 3, H, W) processor space
         feats = enc.semantic_embeds  # (B, semantic_dim)

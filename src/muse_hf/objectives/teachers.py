@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models import select_feature_layers
 from ..models.offline_weights import DINOV2_S_OFFLINE, resolve_pretrained
 
 __all__ = [
@@ -327,12 +328,17 @@ class StructuralTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, images: torch.Tensor, grid_size: int | Sequence[int], return_patch_tokens: bool = False
+        self,
+        images: torch.Tensor,
+        grid_size: int | Sequence[int],
+        return_patch_tokens: bool = False,
+        feature_layers: Sequence[int] = (-1,),
     ) -> torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
         """Teacher attention over the student's token grid.
 
-        With ``return_patch_tokens=True`` the teacher's last hidden state over its patch tokens (prefix dropped,
-        ``(B, h_t*w_t, C)``) comes back too: when the teacher *is* the student's frozen backbone (same weights, same
+        With ``return_patch_tokens=True`` the teacher's patch tokens (prefix dropped, ``(B, h_t*w_t, C * n)``) at
+        ``feature_layers`` (the tokenizer's ``vision_feature_layer`` convention, ``-1`` = last hidden state) come
+        back too: when the teacher *is* the student's frozen backbone (same weights, same
         input), one forward pass then serves both (see ``MuseTokenizerModel.encode(vision_features=...)``).
 
         Args:
@@ -358,7 +364,10 @@ class StructuralTeacher(nn.Module):
         x = (x.clamp(0, 1) - self.image_mean) / self.image_std  # (B, 3, H', W')
         dtype = next(self.model.parameters()).dtype
         extra = {"interpolate_pos_encoding": True} if "CLIP" in type(self.model).__name__ else {}
-        outputs = self.model(pixel_values=x.to(dtype), output_attentions=True, return_dict=True, **extra)
+        hidden = return_patch_tokens and list(feature_layers) != [-1]
+        outputs = self.model(
+            pixel_values=x.to(dtype), output_attentions=True, output_hidden_states=hidden, return_dict=True, **extra
+        )
         attentions = outputs.attentions
         if not attentions or attentions[0] is None:
             raise ValueError(
@@ -384,7 +393,8 @@ class StructuralTeacher(nn.Module):
             maps.append(interpolate_attention(attn, teacher_grid, grid))  # (B, heads|1, N, N)
         result = maps if self.layer_reduction == "none" else normalize_attention_rows(torch.stack(maps, dim=0).mean(0))
         if return_patch_tokens:
-            return result, outputs.last_hidden_state[:, prefix:]  # (B, h_t*w_t, C)
+            tokens = select_feature_layers(outputs, list(feature_layers), getattr(self.model, "layernorm", None))
+            return result, tokens[:, prefix:]  # (B, h_t*w_t, C * len(feature_layers))
         return result
 
 

@@ -65,6 +65,7 @@ from muse_hf.training.optim import grouped_parameters
 from muse_hf.training.stream import EndlessLoader
 from muse_hf.training.task import StepOutput, TrainingTask
 from muse_hf.training.tokenizer.arguments import TokenizerTrainingArguments
+from muse_hf.training.tokenizer.feature_cache import FrozenFeatureCache, frozen_cache_key
 from muse_hf.validation import unknown_key_message
 
 if TYPE_CHECKING:
@@ -199,6 +200,7 @@ class TokenizerTask(TrainingTask):
         self.adversarial: nn.Module | None = None
         self.teacher: nn.Module | None = None
         self.teacher_is_backbone = False
+        self.feature_cache: FrozenFeatureCache | None = None
         self.text_embedder: Any = None
         self.reconstruction: nn.Module | None = None
         self.device = torch.device("cpu")
@@ -288,6 +290,17 @@ class TokenizerTask(TrainingTask):
                 logger.info(
                     "The structural teacher is the frozen backbone itself (identical weights, same input): "
                     "one forward pass serves both."
+                )
+        if a.cache_frozen_features:
+            if self.teacher_is_backbone:
+                self.feature_cache = FrozenFeatureCache.shared(
+                    frozen_cache_key(self.teacher, tokenizer.config.feature_layers, a.resolution, a.text_encoder),
+                    a.frozen_feature_cache_max_samples,
+                )
+            else:
+                logger.warning(
+                    "cache_frozen_features is on but the structural teacher is not the frozen backbone (or the "
+                    "topology loss is off): nothing is cached in this stage."
                 )
         if a.reconstruction_weight > 0:
             perceptual = None
@@ -406,9 +419,20 @@ class TokenizerTask(TrainingTask):
         if want_topo and self.teacher_is_backbone:  # one backbone pass gives the teacher map and the features
             r = self.tokenizer.config.spatial_compression_ratio
             grid = (pixel_values.shape[-2] // r, pixel_values.shape[-1] // r)
-            target, vision_features = self.teacher(
-                self.image_processor.to_unit_range(pixel_values.float()), grid_size=grid, return_patch_tokens=True
-            )
+            layers = self.tokenizer.config.feature_layers
+
+            def shared_pass(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                return self.teacher(
+                    self.image_processor.to_unit_range(pixels.float()),
+                    grid_size=grid,
+                    return_patch_tokens=True,
+                    feature_layers=layers,
+                )
+
+            if self.feature_cache is not None:
+                target, vision_features = self.feature_cache.lookup(pixel_values, shared_pass)
+            else:
+                target, vision_features = shared_pass(pixel_values)
         out = modules["model"](
             pixel_values,
             output_attentions=eager,
@@ -440,7 +464,11 @@ class TokenizerTask(TrainingTask):
             total = total + a.topology_weight * topo
         if want_sem:
             with torch.no_grad():
-                text = self.text_embedder.embed(batch["caption"]).to(out["semantic_embeds"].device)  # (B, d)
+                if self.feature_cache is not None:
+                    text = self.feature_cache.embed_texts(batch["caption"], self.text_embedder.embed)
+                else:
+                    text = self.text_embedder.embed(batch["caption"])
+                text = text.to(out["semantic_embeds"].device)  # (B, d)
             nce = semantic_nce_loss(
                 out["semantic_embeds"],
                 text,

@@ -9,7 +9,7 @@ import torch
 
 from muse_hf.models import MuseImageProcessor, MuseTokenizerModel
 from muse_hf.objectives import StructuralTeacher
-from muse_hf.training.tokenizer.task import teacher_is_frozen_backbone
+from muse_hf.training.tokenizer.feature_cache import teacher_is_frozen_backbone
 
 
 def _pair(offline_env):

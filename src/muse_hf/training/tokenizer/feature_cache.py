@@ -1,4 +1,5 @@
-"""An in-memory cache of what the frozen networks compute per training image (``cache_frozen_features``).
+"""The frozen networks of a tokenizer stage: when the teacher is the backbone (:func:`teacher_is_frozen_backbone`),
+and an in-memory cache of what they compute per training image (``cache_frozen_features``).
 
 In the embedded default the backbone is frozen in every stage and is also the structural teacher, so its one shared
 forward pass (the teacher's attention map and the backbone features, ``TokenizerTask``) depends on the image alone;
@@ -18,12 +19,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["FrozenFeatureCache", "frozen_cache_key"]
+from muse_hf.models.offline_weights import dinov2_to_internvl_state_dict
+
+__all__ = ["FrozenFeatureCache", "frozen_cache_key", "teacher_is_frozen_backbone"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,3 +138,29 @@ class FrozenFeatureCache:
             for text, row in zip(todo, embed(todo)):
                 self.texts[text] = row.detach().cpu()
         return torch.stack([self.texts[t] for t in texts])
+
+
+def teacher_is_frozen_backbone(teacher: nn.Module, tokenizer: nn.Module, image_processor: Any) -> bool:
+    """Whether ``teacher`` (a :class:`~muse_hf.objectives.StructuralTeacher`) computes exactly the tokenizer's
+    frozen backbone: a DINOv2 teacher on its last layer, at the input resolution, with the image processor's
+    statistics, whose weights equal ``tokenizer.vision_model``'s (in the InternVL layout). Then one forward pass
+    gives both the teacher attention and the backbone features (the embedded default: DINOv2-S is both)."""
+
+    model = getattr(teacher, "model", None)
+    vision = getattr(tokenizer, "vision_model", None)
+    if model is None or vision is None or getattr(model.config, "model_type", None) != "dinov2":
+        return False
+    if tuple(teacher.layers) not in ((-1,), (model.config.num_hidden_layers - 1,)) or teacher.image_size is not None:
+        return False
+    if any(p.requires_grad for p in vision.parameters()) or tokenizer.config.placement != "append":
+        return False
+    if not getattr(image_processor, "do_normalize", True):
+        return False
+    for ours, name in ((teacher.image_mean, "image_mean"), (teacher.image_std, "image_std")):
+        if not torch.allclose(ours.flatten().cpu(), torch.tensor(list(getattr(image_processor, name))).float()):
+            return False
+    theirs = dinov2_to_internvl_state_dict(model.state_dict())
+    ours = vision.state_dict()
+    if set(theirs) != set(ours):
+        return False
+    return all(torch.equal(theirs[k].to(ours[k].device, ours[k].dtype), ours[k]) for k in ours)

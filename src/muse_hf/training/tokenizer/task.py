@@ -44,7 +44,6 @@ from muse_hf.evaluation.saved import evaluate_saved_tokenizer
 from muse_hf.hub import write_model_card
 from muse_hf.models import MuseTokenizerConfig, MuseTokenizerModel
 from muse_hf.models.image_processing_muse import MuseImageProcessor
-from muse_hf.models.offline_weights import dinov2_to_internvl_state_dict
 from muse_hf.objectives import (
     AdversarialLoss,
     LogitScale,
@@ -65,7 +64,7 @@ from muse_hf.training.optim import grouped_parameters
 from muse_hf.training.stream import EndlessLoader
 from muse_hf.training.task import StepOutput, TrainingTask
 from muse_hf.training.tokenizer.arguments import TokenizerTrainingArguments
-from muse_hf.training.tokenizer.feature_cache import FrozenFeatureCache, frozen_cache_key
+from muse_hf.training.tokenizer.feature_cache import FrozenFeatureCache, frozen_cache_key, teacher_is_frozen_backbone
 from muse_hf.validation import unknown_key_message
 
 if TYPE_CHECKING:
@@ -158,32 +157,6 @@ def _attention_grid(attention: torch.Tensor, latents: torch.Tensor) -> tuple[int
     raise ValueError(
         f"Cannot infer the token grid of an attention map over {n} tokens with latents {tuple(latents.shape)}."
     )
-
-
-def teacher_is_frozen_backbone(teacher: nn.Module, tokenizer: nn.Module, image_processor: Any) -> bool:
-    """Whether ``teacher`` (a :class:`~muse_hf.objectives.StructuralTeacher`) computes exactly the tokenizer's
-    frozen backbone: a DINOv2 teacher on its last layer, at the input resolution, with the image processor's
-    statistics, whose weights equal ``tokenizer.vision_model``'s (in the InternVL layout). Then one forward pass
-    gives both the teacher attention and the backbone features (the embedded default: DINOv2-S is both)."""
-
-    model = getattr(teacher, "model", None)
-    vision = getattr(tokenizer, "vision_model", None)
-    if model is None or vision is None or getattr(model.config, "model_type", None) != "dinov2":
-        return False
-    if tuple(teacher.layers) not in ((-1,), (model.config.num_hidden_layers - 1,)) or teacher.image_size is not None:
-        return False
-    if any(p.requires_grad for p in vision.parameters()) or tokenizer.config.placement != "append":
-        return False
-    if not getattr(image_processor, "do_normalize", True):
-        return False
-    for ours, name in ((teacher.image_mean, "image_mean"), (teacher.image_std, "image_std")):
-        if not torch.allclose(ours.flatten().cpu(), torch.tensor(list(getattr(image_processor, name))).float()):
-            return False
-    theirs = dinov2_to_internvl_state_dict(model.state_dict())
-    ours = vision.state_dict()
-    if set(theirs) != set(ours):
-        return False
-    return all(torch.equal(theirs[k].to(ours[k].device, ours[k].dtype), ours[k]) for k in ours)
 
 
 class TokenizerTask(TrainingTask):

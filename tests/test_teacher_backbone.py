@@ -61,3 +61,11 @@ def test_preset_image_size_wins_over_the_offline_default(offline_env) -> None:
     assert model.config.image_size == 112 and model.config.latent_grid == (8, 8)
     model = MuseTokenizerModel.from_pretrained_components("dinov2-s-offline", preset="tiny-dinov2", image_size=224)
     assert model.config.image_size == 224
+
+
+def test_shortcut_holds_for_any_teacher_layers_but_not_another_input_size(offline_env) -> None:
+    model, _, processor = _pair(offline_env)
+    several = StructuralTeacher.from_pretrained("dinov2-s-offline", layers=(-3, -2, -1))
+    assert teacher_is_frozen_backbone(several, model, processor)  # the shared pass runs every layer anyway
+    bigger = StructuralTeacher.from_pretrained("dinov2-s-offline", image_size=224)
+    assert not teacher_is_frozen_backbone(bigger, model, processor)  # another input: other features

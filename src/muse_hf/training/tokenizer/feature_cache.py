@@ -142,7 +142,7 @@ class FrozenFeatureCache:
 
 def teacher_is_frozen_backbone(teacher: nn.Module, tokenizer: nn.Module, image_processor: Any) -> bool:
     """Whether ``teacher`` (a :class:`~muse_hf.objectives.StructuralTeacher`) computes exactly the tokenizer's
-    frozen backbone: a DINOv2 teacher on its last layer, at the input resolution, with the image processor's
+    frozen backbone: a DINOv2 teacher (any of its layers) at the input resolution, with the image processor's
     statistics, whose weights equal ``tokenizer.vision_model``'s (in the InternVL layout). Then one forward pass
     gives both the teacher attention and the backbone features (the embedded default: DINOv2-S is both)."""
 
@@ -150,7 +150,7 @@ def teacher_is_frozen_backbone(teacher: nn.Module, tokenizer: nn.Module, image_p
     vision = getattr(tokenizer, "vision_model", None)
     if model is None or vision is None or getattr(model.config, "model_type", None) != "dinov2":
         return False
-    if tuple(teacher.layers) not in ((-1,), (model.config.num_hidden_layers - 1,)) or teacher.image_size is not None:
+    if teacher.image_size is not None:
         return False
     if any(p.requires_grad for p in vision.parameters()) or tokenizer.config.placement != "append":
         return False

@@ -130,7 +130,7 @@ _DINOV2_S_VISION: dict[str, Any] = {
 # The patch decoder of the embedded preset (MusePatchDecoder): measured on 2 CPU cores, 200 steps of reconstruction
 # alone from frozen DINOv2-S features reach 17.6 dB with it (0.27 s/step at batch 16) against 15.3 dB for a
 # [8, 16, 32, 64, 128] DC-AE decoder (~1.5 s/step), docs/results/quickstart.
-_TINY_DINOV2_DECODER: dict[str, Any] = {"hidden_size": 384, "num_layers": 3, "refine_channels": 32}
+_TINY_DINOV2_DECODER: dict[str, Any] = {"hidden_size": 256, "num_layers": 2, "refine_channels": 32}
 
 # Named presets. Each lists only what differs from the class defaults. `topology_layers` / `semantic_layers` are
 # given as "all" / "last" and resolved against the final `num_synergistic_blocks` (after overrides).

@@ -162,6 +162,12 @@ def evaluate_tokenizer(
         )
     if teacher is None:
         teacher = MaskAffinityTeacher()
+    teacher_name = (
+        "label-derived: the instance masks' affinity"
+        if isinstance(teacher, MaskAffinityTeacher)
+        else getattr(getattr(getattr(teacher, "model", None), "config", None), "_name_or_path", "")
+        or type(teacher).__name__
+    )
     model.eval()
     notes: list[str] = []
     variants: dict[str, nn.Module] = {"model": model}
@@ -301,8 +307,8 @@ def evaluate_tokenizer(
                 mean(getattr(accs["model"], key)),
                 baseline=mean(getattr(base, key)),
                 teacher_ceiling=top,
-                note=f"ceiling: the teacher's own attention, segmented the same way, scores {top:.4f} at this "
-                "token grid"
+                note=f"ceiling: the teacher's ({teacher_name}) own attention, segmented the same way, scores "
+                f"{top:.4f} at this token grid"
                 if top is not None
                 else "",
                 **floors(key),

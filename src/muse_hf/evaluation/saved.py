@@ -89,6 +89,7 @@ def evaluate_saved_tokenizer(
     probe_samples: int = 2048,
     rfid_samples: int = 128,
     roundtrip_per_category: int = DEFAULT_PER_CATEGORY,
+    teacher: Any = None,
 ) -> dict[str, float]:
     """Evaluate a ``save_pretrained`` tokenizer folder with ``muse_hf.evaluation.evaluate_tokenizer``, plus the
     GenEval-style round trip (``muse_hf.evaluation.roundtrip_geneval``: what the latents keep of what a generator
@@ -100,6 +101,9 @@ def evaluate_saved_tokenizer(
         probe_samples: Images of ``probe_split`` for the probe.
         rfid_samples: Evaluated images that enter rFID (0 = none; ~0.3 s per image and variant on one CPU thread).
         roundtrip_per_category: GenEval-style prompts per category for the round trip (0 = skip it).
+        teacher: The structural teacher the model was trained against (a module, e.g. the training task's
+            ``StructuralTeacher``): the topology KL and the attention-mIoU ceiling are measured against it. ``None``:
+            the label-derived mask-affinity teacher (``evaluate_tokenizer``'s default).
 
     Returns:
         Flat ``{metric: value}`` of the metrics that could be computed, with ``<metric>_backbone`` /
@@ -113,6 +117,7 @@ def evaluate_saved_tokenizer(
         str(data),
         split=split,
         text_embedder=text_embedder,
+        teacher=teacher,
         out_dir=out_dir,
         max_samples=max_samples,
         probe_split=probe_split,

@@ -41,6 +41,7 @@ from muse_hf.hub import write_model_card
 from muse_hf.pipelines import MusePipeline
 from muse_hf.training.arguments import load_stage_arguments
 from muse_hf.training.loop import run_stages
+from muse_hf.training.tokenizer.task import training_teacher
 from muse_hf.training.umm.lora import LORA_DIR
 from muse_hf.training.umm.scaling import compute_and_store_latent_scaling
 
@@ -301,7 +302,8 @@ def run_quickstart(
 
     t0 = time.perf_counter()
     loaded = load_for_evaluation(model_dir)  # model and MiniLM once, for both evaluations
-    metrics = evaluate_saved_tokenizer(model_dir, data_dir, stages[-1].eval_split, out, loaded=loaded)
+    teacher = training_teacher(stages[-1])  # the ceiling is the teacher the model learned from, not a label map
+    metrics = evaluate_saved_tokenizer(model_dir, data_dir, stages[-1].eval_split, out, loaded=loaded, teacher=teacher)
     one_object = evaluate_one_object_scenes(model_dir, out, loaded=loaded)
     metrics.update(one_object)
     report = out / "report.md"

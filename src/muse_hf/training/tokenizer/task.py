@@ -70,7 +70,7 @@ from muse_hf.validation import unknown_key_message
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-__all__ = ["DiscriminatorModule", "TokenizerTask", "TokenizerTrainModule", "soft_penalty_weight"]
+__all__ = ["DiscriminatorModule", "TokenizerTask", "TokenizerTrainModule", "soft_penalty_weight", "training_teacher"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,13 @@ def _attention_grid(attention: torch.Tensor, latents: torch.Tensor) -> tuple[int
     raise ValueError(
         f"Cannot infer the token grid of an attention map over {n} tokens with latents {tuple(latents.shape)}."
     )
+
+
+def training_teacher(args: TokenizerTrainingArguments) -> nn.Module:
+    """The structural teacher a stage's arguments name (``teacher``, ``teacher_layers``)."""
+    if args.teacher == "mask_affinity":
+        return MaskAffinityTeacher()
+    return StructuralTeacher.from_pretrained(args.teacher, layers=tuple(args.teacher_layers)).eval()
 
 
 class TokenizerTask(TrainingTask):
@@ -309,10 +316,7 @@ class TokenizerTask(TrainingTask):
             self.discriminator_module = DiscriminatorModule(self.adversarial)
 
     def _build_teacher(self) -> nn.Module:
-
-        if self.args.teacher == "mask_affinity":
-            return MaskAffinityTeacher()
-        return StructuralTeacher.from_pretrained(self.args.teacher, layers=tuple(self.args.teacher_layers))
+        return training_teacher(self.args)
 
     # ------------------------------------------------------------------ contract
     def modules(self) -> dict[str, nn.Module]:  # noqa: D102
@@ -536,7 +540,11 @@ class TokenizerTask(TrainingTask):
             return {}
 
         return evaluate_saved_tokenizer(
-            output_dir, self.args.train_data, self.args.eval_split, Path(output_dir) / "eval"
+            output_dir,
+            self.args.train_data,
+            self.args.eval_split,
+            Path(output_dir) / "eval",
+            teacher=self.teacher if self.args.teacher != "mask_affinity" else None,
         )
 
     def write_model_card(

@@ -364,10 +364,9 @@ class StructuralTeacher(nn.Module):
         x = (x.clamp(0, 1) - self.image_mean) / self.image_std  # (B, 3, H', W')
         dtype = next(self.model.parameters()).dtype
         extra = {"interpolate_pos_encoding": True} if "CLIP" in type(self.model).__name__ else {}
-        hidden = return_patch_tokens and list(feature_layers) != [-1]
-        outputs = self.model(
-            pixel_values=x.to(dtype), output_attentions=True, output_hidden_states=hidden, return_dict=True, **extra
-        )
+        if return_patch_tokens and list(feature_layers) != [-1]:
+            extra["output_hidden_states"] = True  # intermediate feature layers (only asked for when needed)
+        outputs = self.model(pixel_values=x.to(dtype), output_attentions=True, return_dict=True, **extra)
         attentions = outputs.attentions
         if not attentions or attentions[0] is None:
             raise ValueError(

@@ -21,13 +21,14 @@ The trivial floor runs steps 2-5 on per-token mean colour instead of attention r
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from muse_hf.objectives.teachers import MaskAffinityTeacher
 
@@ -51,6 +52,15 @@ SEGMENTATION_METHOD = (
     "cannot be recovered at this grid, so the ceiling is below 1). Token mIoU: the same at the token grid, against "
     "the mask reduced to the grid by majority vote (k = regions left on the grid)."
 )
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The loaded BLAS / OpenMP pools (scikit-learn's included), found once: ``threadpool_limits`` searches the
+    process's libraries again on every call (~6 ms, as much as one clustering), once per image here."""
+    import sklearn.cluster  # noqa: F401 - loads scikit-learn's OpenMP runtime before the search
+
+    return ThreadpoolController()
 
 
 def cluster_rows(features: torch.Tensor | np.ndarray, k: int, method: str = "kmeans", seed: int = 0) -> np.ndarray:
@@ -77,7 +87,7 @@ def cluster_rows(features: torch.Tensor | np.ndarray, k: int, method: str = "kme
     if k_eff == 1:
         return np.zeros(x.shape[0], dtype=np.int64)
     # one thread: for N <= a few thousand rows, BLAS threads only oversubscribe the CPU (6x slower measured)
-    with warnings.catch_warnings(), threadpool_limits(limits=1):
+    with warnings.catch_warnings(), _thread_pools().limit(limits=1):
         warnings.simplefilter("ignore")  # duplicate rows -> sklearn ConvergenceWarning; harmless here
         if method == "kmeans":
             labels = KMeans(n_clusters=k_eff, n_init=3, random_state=seed).fit_predict(x)

@@ -48,6 +48,7 @@ __all__ = [
     "gradient_probe",
     "linear_probe_entry",
     "probe_split_features",
+    "representation_entries",
     "stream_class_names",
     "zero_shot_entry",
 ]
@@ -146,19 +147,29 @@ def _probe(
         return None
 
 
-def probe_split_features(
-    model: nn.Module, data: Any, split: str, image_processor: Any, max_samples: int, batch_size: int
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Probe features of up to ``max_samples`` labelled images of ``split``: ``({"model", "backbone"?, "raw"}, labels)``.
+def _stream_features(
+    model: nn.Module,
+    stream: Any,
+    image_processor: Any,
+    max_samples: int,
+    batch_size: int,
+    labels_required_in: str | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, list[str]]:
+    """Probe features of the first ``max_samples`` samples of ``stream``: ``({"model", "backbone"?, "raw"}, labels,
+    captions)``; ``{}`` when the stream is empty, labels ``None`` when a batch has none (a ``ValueError`` naming the
+    split ``labels_required_in`` at the first one, when given), unlabelled samples (label -1) kept. The images are
+    encoded, not reconstructed.
 
     One backbone pass per batch: ``model.vision_model`` runs once and ``encode(vision_features=...)`` reuses it.
     """
     device, dtype = device_dtype(model)
     feats: dict[str, list[torch.Tensor]] = {"model": [], "backbone": [], "raw": []}
     labels: list[torch.Tensor] = []
-    for batch in iter_batches(open_stream(data, split, image_processor), batch_size, max_samples):
-        if "label" not in batch:
-            raise ValueError(f"the {split!r} split has no 'label' column")
+    captions: list[str] = []
+    labelled = True
+    for batch in iter_batches(stream, batch_size, max_samples):
+        if labels_required_in is not None and "label" not in batch:
+            raise ValueError(f"the {labels_required_in!r} split has no 'label' column")
         pv = batch["pixel_values"].to(device=device, dtype=dtype)  # (B, 3, H, W)
         with torch.no_grad():
             if hasattr(model, "vision_model"):
@@ -169,12 +180,73 @@ def probe_split_features(
                 enc = model.encode(pv, output_semantic=True)
         feats["model"].append(enc.semantic_embeds.float().cpu())
         feats["raw"].append(raw_pixel_features(image_processor.to_unit_range(batch["pixel_values"].float())))
-        labels.append(batch["label"])
-    if not labels:
+        labelled = labelled and "label" in batch
+        labels += [batch["label"]] if labelled else []
+        captions += list(batch.get("caption", []))
+    all_labels = torch.cat(labels) if labelled and labels else None
+    return {name: torch.cat(f) for name, f in feats.items() if f}, all_labels, captions
+
+
+def probe_split_features(
+    model: nn.Module, data: Any, split: str, image_processor: Any, max_samples: int, batch_size: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Probe features of up to ``max_samples`` labelled images of ``split``: ``({"model", "backbone"?, "raw"}, labels)``.
+
+    One backbone pass per batch: ``model.vision_model`` runs once and ``encode(vision_features=...)`` reuses it.
+    """
+    stream = open_stream(data, split, image_processor)
+    feats, labels, _ = _stream_features(model, stream, image_processor, max_samples, batch_size, split)
+    if not feats or labels is None:
         raise ValueError(f"no samples were read from the {split!r} split")
-    all_labels = torch.cat(labels)
-    keep = all_labels >= 0  # the stream gives -1 to an unlabelled sample
-    return {name: torch.cat(f)[keep] for name, f in feats.items() if f}, all_labels[keep]
+    keep = labels >= 0  # the stream gives -1 to an unlabelled sample
+    return {name: f[keep] for name, f in feats.items()}, labels[keep]
+
+
+def representation_entries(
+    model: nn.Module,
+    image_processor: Any,
+    data: Any,
+    split: str,
+    text_embedder: Any,
+    max_samples: int,
+    batch_size: int = 32,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``{"zero_shot_accuracy", "linear_probe_accuracy"}`` entries of the first ``max_samples`` images of ``split``,
+    as :func:`~muse_hf.evaluation.evaluate.evaluate_tokenizer` computes them without an untrained model or a probe
+    split (the probe on a seeded 50/50 split of these images), but without decoding or segmenting the images.
+
+    Args:
+        model: A ``MuseTokenizerModel``, evaluated as is.
+        image_processor: Its ``MuseImageProcessor``.
+        data: Dataset directory / Hub id, ``datasets`` split or iterable of processed samples (see ``open_stream``).
+        split: Split to read.
+        text_embedder: For zero-shot (``None``: zero-shot unavailable, with the majority-class floor).
+        max_samples: Images read.
+        batch_size: Images per forward pass.
+        seed: Seed of the probe's split and solver.
+        class_names: Zero-shot class names (default: the label column's ``ClassLabel`` names, else the synthetic
+            scenes' ``LABEL_NAMES``).
+    """
+    model.eval()
+    stream = open_stream(data, split, image_processor)
+    feats, labels, captions = _stream_features(model, stream, image_processor, max_samples, batch_size)
+    if not feats:
+        raise ValueError(f"no samples were read from {data!r} (split {split!r}); check the path, split and columns")
+    labelled = labels >= 0 if labels is not None else None  # the stream gives -1 to an unlabelled sample
+    if labels is None or not bool(labelled.any()):
+        reason = "the evaluation data has no 'label' column"
+        return {"zero_shot_accuracy": unavailable_entry(reason), "linear_probe_accuracy": unavailable_entry(reason)}
+    feats = {name: f[labelled] for name, f in feats.items()}
+    kept = [c for c, keep in zip(captions, labelled.tolist()) if keep] if len(captions) == len(labels) else None
+    names = list(class_names) if class_names is not None else stream_class_names(stream)
+    return {
+        "zero_shot_accuracy": zero_shot_entry({"model": feats["model"]}, labels[labelled], text_embedder, names, kept),
+        "linear_probe_accuracy": linear_probe_entry(
+            feats, labels[labelled], None, "probe_split=None", None, split, seed
+        ),
+    }
 
 
 def linear_probe_entry(

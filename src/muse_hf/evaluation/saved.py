@@ -29,6 +29,7 @@ from muse_hf.evaluation.geneval_pipeline import (
     evaluate_pipeline,
     per_image_generators,
 )
+from muse_hf.evaluation.probes import representation_entries
 from muse_hf.evaluation.report import save_metric_bars, write_report
 from muse_hf.evaluation.roundtrip import roundtrip_entry, roundtrip_geneval
 from muse_hf.models.image_processing_muse import MuseImageProcessor
@@ -168,19 +169,9 @@ def evaluate_one_object_scenes(
             options=SceneOptions(min_objects=1, max_objects=1),
             overwrite=True,
         )
-    result = evaluate_tokenizer(
-        model,
-        processor,
-        str(data),
-        text_embedder=text_embedder,
-        max_samples=num_samples,
-        probe_split=None,  # data-one-object has no real training split (num_train=1): 50/50 of these scenes
-        rfid_samples=0,
-        include_photos=False,
-        compare_untrained=False,
-        probe_gradients=False,
-        throughput_repeats=0,
-    )["metrics"]
+    # only the representation metrics: the images are encoded, not reconstructed or segmented; the probe on a 50/50
+    # split of these scenes (data-one-object has no real training split: num_train=1)
+    result = representation_entries(model, processor, str(data), "validation", text_embedder, num_samples)
     flat: dict[str, float] = {}
     for key in ("zero_shot_accuracy", "linear_probe_accuracy"):
         if isinstance(result[key].get("value"), (int, float)):

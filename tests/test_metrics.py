@@ -14,6 +14,7 @@ from muse_hf.evaluation.metrics import (
     PSNR_CAP_DB,
     RFIDAccumulator,
     bicubic_roundtrip,
+    frechet_distance,
     linear_probe_accuracy,
     majority_class_accuracy,
     psnr,
@@ -102,6 +103,34 @@ def test_fid_with_custom_features_is_zero_on_identical_sets() -> None:
     # mean colour halves: FID >= squared mean shift summed over channels
     shift = ((real.mean(dim=(2, 3)) * 0.5).mean(0) ** 2).sum().item()
     assert shifted.result()["value"] >= shift * 0.99
+
+
+def test_frechet_distance_matches_the_matrix_square_root_formula() -> None:
+    """Both routes (few samples: singular values of A B^T; many: the symmetric root) give the textbook value
+    |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2), here from scipy's sqrtm on well-conditioned covariances and
+    from the eigenvalues of S1^(1/2) S2 S1^(1/2) on rank-deficient ones."""
+    import scipy.linalg
+
+    rng = np.random.default_rng(0)
+
+    def reference(f1: np.ndarray, f2: np.ndarray, singular: bool) -> float:
+        mu1, mu2, s1, s2 = f1.mean(0), f2.mean(0), np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+        if singular:  # sqrtm is unreliable on singular products; S1^(1/2) S2 S1^(1/2) is symmetric PSD
+            w, v = np.linalg.eigh(s1)
+            root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+            trace = np.sqrt(np.clip(np.linalg.eigvalsh(root @ s2 @ root), 0, None)).sum()
+        else:
+            trace = np.trace(scipy.linalg.sqrtm(s1 @ s2)).real
+        return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * trace)
+
+    for n, m, singular in ((40, 50, False), (5, 7, True)):  # d = 8 features
+        f1 = rng.normal(size=(n, 8))
+        f2 = 0.7 * rng.normal(size=(m, 8)) + 0.5
+        value = frechet_distance(torch.from_numpy(f1), torch.from_numpy(f2))
+        assert value == pytest.approx(reference(f1, f2, singular), rel=1e-7)
+        assert frechet_distance(torch.from_numpy(f1), torch.from_numpy(f1)) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="N >= 2"):
+        frechet_distance(torch.zeros(1, 8), torch.zeros(4, 8))
 
 
 def test_zero_shot_on_constructed_embeddings() -> None:

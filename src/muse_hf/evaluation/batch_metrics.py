@@ -32,13 +32,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_throughput(model: nn.Module, pixel_values: torch.Tensor, repeats: int = 3) -> dict[str, float]:
+def measure_throughput(
+    model: nn.Module, pixel_values: torch.Tensor, repeats: int = 3, warmup: bool = True
+) -> dict[str, float]:
     """Encode and decode throughput (images/s) on one batch, inference path, after one warm-up run.
 
     Args:
         model: A ``MuseTokenizerModel`` (or anything with ``encode``/``decode``).
         pixel_values: ``(B, 3, H, W)`` processor-space batch on the model's device.
         repeats: Timed runs (the median is reported).
+        warmup: Run encode/decode once untimed first (``False`` when the model has just run on such batches).
 
     Returns:
         ``{"encode": images/s, "decode": images/s}``.
@@ -48,8 +51,8 @@ def measure_throughput(model: nn.Module, pixel_values: torch.Tensor, repeats: in
     device = pixel_values.device
     enc_t, dec_t = [], []
     with torch.no_grad():
-        latents = model.encode(pixel_values).latents  # warm-up, (B, c, h, w)
-        model.decode(latents)
+        if warmup:
+            model.decode(model.encode(pixel_values).latents)
         for _ in range(repeats):
             _sync(device)
             t0 = time.perf_counter()

@@ -144,8 +144,11 @@ def _background_distance(pixels: np.ndarray) -> np.ndarray:
 def _classify_pixels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel: strong colour class (-1 = background) and the nearest tint's colour (-1 = background)."""
     h, w, _ = image.shape
-    colours, inverse = np.unique(image.reshape(-1, 3), axis=0, return_inverse=True)  # classify each colour once
-    px = colours.astype(np.float64)  # (U, 3)
+    # classify each colour once: unique 24-bit RGB keys (r most significant, so the same order as unique rows, ~40x
+    # faster than np.unique(axis=0) on the (H*W, 3) rows)
+    rgb = image.reshape(-1, 3).astype(np.int32)
+    keys, inverse = np.unique((rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2], return_inverse=True)
+    px = np.stack([keys >> 16, (keys >> 8) & 255, keys & 255], axis=1).astype(np.float64)  # (U, 3)
     bg = _background_distance(px)  # (U,)
     d_strong = np.sqrt(((px[:, None] - _STRONG[None]) ** 2).sum(-1))  # (U, 18)
     best = d_strong.argmin(1)

@@ -208,6 +208,22 @@ def test_probe_falls_back_when_no_train_split_can_be_opened(tiny_config, shapes_
     assert "FALLBACK" in missing["note"] and "'nope' split could not be read" in missing["note"]
 
 
+def test_representation_entries_equal_the_full_evaluation(tiny_config, shapes_dir: Path) -> None:  # noqa: ANN001
+    """The one-object check's features-only path gives evaluate_tokenizer's zero-shot and 50/50 probe entries."""
+    from muse_hf.evaluation.probes import representation_entries
+
+    model, processor = _tiny_model(tiny_config)
+    embedder = HashTextEmbedder(model.config.semantic_dim)
+    full = evaluate_tokenizer(model, processor, str(shapes_dir), text_embedder=embedder, max_samples=12, batch_size=6,
+                              probe_split=None, rfid_samples=0, include_photos=False, compare_untrained=False,
+                              probe_gradients=False, throughput_repeats=0)["metrics"]  # fmt: skip
+    fast = representation_entries(model, processor, str(shapes_dir), "validation", embedder, 12, batch_size=6)
+    for key in ("zero_shot_accuracy", "linear_probe_accuracy"):
+        assert fast[key]["status"] == "ok"
+        for field in ("value", "baseline", "backbone", "caption_ceiling", "protocol", "num_test"):
+            assert fast[key].get(field) == pytest.approx(full[key].get(field)), (key, field)
+
+
 def test_probe_on_the_frozen_dinov2_backbone(offline_env, tmp_path: Path) -> None:  # noqa: ANN001
     """The embedded default (frozen DINOv2-S, 112 px): the one-backbone-pass probe features equal the model's
     ``get_image_features`` and the backbone floor is CLS ‖ mean patch token of ``vision_model``, recomputed here."""

@@ -231,7 +231,7 @@ class FIDInceptionV3(nn.Module):
         if tuple(x.shape[-2:]) != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         x = x * (255.0 / 128.0) - 1.0  # TF inception input: (255 x - 128) / 128 in [-1, 127/128]
-        # channels-last: oneDNN's convolutions skip a layout conversion per layer (~15% faster on CPU, measured)
+        # channels-last: oneDNN skips a layout conversion per convolution (CPU: 16 % faster alone, 4 % in an evaluation)
         return self.net(x.contiguous(memory_format=torch.channels_last)).float()  # (B, 2048)
 
 
